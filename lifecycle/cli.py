@@ -1,0 +1,216 @@
+"""``zones`` — the command line. Heavy modules are imported inside commands so ``zones --help`` stays instant.
+
+Exit codes: 0 ok · 1 a check found problems (validate, ledger verify) · 2 bad configuration · 3 transient (lock held,
+retry) · 4 other terminal error (schema change, missing key, integrity).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from zones.errors import ConfigError, DatazonesError, TransientError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="datazones: hot → warm → cold data lifecycle.")
+demo_app = typer.Typer(no_args_is_help=True, help="The synthetic demo agency (Skatteverket test numbers only).")
+ledger_app = typer.Typer(no_args_is_help=True, help="The ledger: batches, watermarks, hash-chained events.")
+app.add_typer(demo_app, name="demo")
+app.add_typer(ledger_app, name="ledger")
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", envvar="DATAZONES_CONFIG", help="Path to zones.yaml.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="ISO time the run acts as of (default: now).")]
+
+
+def _as_of(v: str | None) -> datetime | None:
+    if v is None:
+        return None
+    d = datetime.fromisoformat(v)
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except ConfigError as exc:
+        err.print(f"[red]configuration error[/red]: {exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+    except TransientError as exc:
+        err.print(f"[yellow]transient[/yellow]: {exc}", highlight=False)
+        raise typer.Exit(3) from None
+    except DatazonesError as exc:
+        err.print(f"[red]{type(exc).__name__}[/red]: {exc}", highlight=False)
+        raise typer.Exit(4) from None
+
+
+def _project(config: str) -> Any:
+    from zones.config import load
+
+    return _guard(lambda: load(config))
+
+
+def _emit(data: Any, as_json: bool, render: Callable[[], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
+    else:
+        render()
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def validate(config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) -> None:
+    """Check zones.yaml (schema, rules) and then against the live hot store."""
+    from zones.validate import validate_live
+
+    project = _project(config)
+    findings = _guard(lambda: validate_live(project))
+    _emit([f.__dict__ for f in findings], as_json, lambda: [out.print(str(f), highlight=False) for f in findings]
+          or out.print(f"[green]ok[/green] {project.file}: {len(project.config.datasets)} datasets valid"))
+    if any(f.level == "error" for f in findings):
+        raise typer.Exit(1)
+
+
+@app.command()
+def promote(datasets: Annotated[list[str] | None, typer.Argument(help="Datasets to promote.")] = None,
+            all_: Annotated[bool, typer.Option("--all", help="Every dataset in zones.yaml.")] = False,
+            as_of: AsOfOpt = None, config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False,
+            batch_rows: Annotated[int | None, typer.Option(help="Rows per batch (overrides config).")] = None,
+            wait: Annotated[bool, typer.Option(help="Wait for another run's lock instead of exiting 3.")] = False,
+            ) -> None:
+    """Promote hot → warm (incremental, exactly once)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from lifecycle.promote import promote as run
+
+    project = _project(config)
+    names = list(project.config.datasets) if all_ else list(datasets or [])
+    if not names:
+        err.print("name one or more datasets, or --all")
+        raise typer.Exit(2)
+    unknown = [n for n in names if n not in project.config.datasets]
+    if unknown:
+        err.print(f"unknown dataset(s) {unknown}; declared: {', '.join(project.config.datasets)}")
+        raise typer.Exit(2)
+    reports = []
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,.0f} rows"),
+                  TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal) as bar:
+        for name in names:
+            task = bar.add_task(f"promote {name}", total=None)
+            rep = _guard(lambda name=name, task=task: run(project, name, as_of=_as_of(as_of), batch_rows=batch_rows,
+                                                          wait_for_lock=wait,
+                                                          progress=lambda n, task=task: bar.advance(task, n)))
+            reports.append(rep)
+
+    def render() -> None:
+        t = Table(title="promote hot → warm")
+        for c in ("dataset", "mode", "read", "written", "quarantined", "batches", "delta v", "seconds"):
+            t.add_column(c, justify="right" if c not in ("dataset", "mode") else "left")
+        for r in reports:
+            t.add_row(r.dataset, r.mode, f"{r.rows_read:,}", f"{r.rows_written:,}", f"{r.rows_quarantined:,}",
+                      str(r.batches), str(r.delta_version), f"{r.timings.get('total', 0):.2f}")
+        out.print(t)
+
+    _emit([r.to_dict() for r in reports], as_json, render)
+
+
+@app.command()
+def status(config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) -> None:
+    """Per dataset: hot rows, warm rows, watermark, last run, quarantined."""
+    from lifecycle.status import dataset_status
+
+    project = _project(config)
+    rows = _guard(lambda: dataset_status(project))
+
+    def render() -> None:
+        t = Table(title=f"datazones status — {project.file}")
+        for c in ("dataset", "hot rows", "warm rows", "quarantined", "watermark", "last run", "result"):
+            t.add_column(c, justify="right" if "rows" in c or c == "quarantined" else "left")
+        for r in rows:
+            t.add_row(r["dataset"], f"{r['hot_rows']:,}" if r["hot_rows"] is not None else "—",
+                      f"{r['warm_rows']:,}", f"{r['quarantined']:,}", r["watermark"] or "—",
+                      r["last_run"] or "never", r["last_status"] or "")
+        out.print(t)
+
+    _emit(rows, as_json, render)
+
+
+@ledger_app.command("verify")
+def ledger_verify(config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) -> None:
+    """Recompute the hash chain; exit 1 if any row was edited, inserted or deleted."""
+    from lifecycle.ledger import Ledger
+
+    project = _project(config)
+    ledger = Ledger(project.ledger_url)
+    problems = ledger.verify()
+    n = sum(1 for _ in ledger.events())
+    _emit({"events": n, "problems": [p.__dict__ for p in problems]}, as_json,
+          lambda: out.print(f"[green]ledger intact[/green]: {n} events, chain verified") if not problems else
+          [out.print(f"[red]seq {p.seq}[/red]: {p.problem}") for p in problems])
+    if problems:
+        raise typer.Exit(1)
+
+
+@demo_app.command("seed")
+def demo_seed(scale: Annotated[int, typer.Option(help="≈ 1,000 people per unit.")] = 1, as_of: AsOfOpt = None,
+              seed: int = 42, config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) -> None:
+    """Create the demo hot tables and fill them with 13 years of synthetic data."""
+    from lifecycle import demo
+    from zones.hot import make_engine
+
+    project = _project(config)
+    engine = make_engine(project.hot_url)
+    demo.create_schema(engine)
+    counts = demo.seed(engine, scale=scale, as_of=_as_of(as_of), seed=seed)
+    _emit(counts, as_json, lambda: out.print("seeded " + ", ".join(f"{k} {v:,}" for k, v in counts.items())))
+
+
+@demo_app.command("churn")
+def demo_churn(as_of: AsOfOpt = None, seed: int = 7, fraction: float = 0.02, config: ConfigOpt = "zones.yaml",
+               as_json: JsonOpt = False) -> None:
+    """Act like the operational system: advance cases, add decisions and payments, correct a few rows."""
+    from lifecycle import demo
+    from zones.hot import make_engine
+
+    project = _project(config)
+    counts = demo.churn(make_engine(project.hot_url), as_of=_as_of(as_of) or datetime.now(UTC), seed=seed,
+                        fraction=fraction)
+    _emit(counts, as_json, lambda: out.print("churned " + ", ".join(f"{k} {v:,}" for k, v in counts.items())))
+
+
+@demo_app.command("query")
+def demo_query(config: ConfigOpt = "zones.yaml") -> None:
+    """A DuckDB query on the warm Delta tables — no datazones code involved in reading them."""
+    from lifecycle.status import duckdb_demo_query
+
+    project = _project(config)
+    sql, table = duckdb_demo_query(project)
+    out.print(f"[bold]DuckDB over warm Delta[/bold]\n{sql}")
+    t = Table()
+    for c in table.column_names:
+        t.add_column(c)
+    for row in table.to_pylist():
+        t.add_row(*[str(v) for v in row.values()])
+    out.print(t)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""The ledger: batches, watermarks and an append-only, hash-chained event log (SQLAlchemy Core).
+
+Every event row stores ``hash = sha256(prev_hash || canonical(seq, at, dataset, kind, batch_id, payload))``; the
+single-row ``dz_chain_head`` holds the last hash and is updated in the same transaction (row-locked on PostgreSQL,
+the write lock on SQLite), which serialises appends and lets ``verify`` notice a truncated tail. ``zones ledger
+verify`` recomputes the chain: an edited, inserted or deleted row breaks it at that row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+GENESIS = "0" * 64
+META = sa.MetaData()
+
+batches = sa.Table(
+    "dz_batches", META,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("dataset", sa.String(64), nullable=False, index=True),
+    sa.Column("transition", sa.String(16), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # Delta app-transaction version of this batch
+    sa.Column("status", sa.String(16), nullable=False),  # started | committed | abandoned | failed
+    sa.Column("wm_from", sa.String(64)),
+    sa.Column("wm_to", sa.String(64)),
+    sa.Column("delta_version", sa.BigInteger),
+    sa.Column("rows_read", sa.BigInteger),
+    sa.Column("rows_written", sa.BigInteger),
+    sa.Column("rows_quarantined", sa.BigInteger),
+    sa.Column("key_id", sa.String(64)),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("detail", sa.Text),
+    sa.UniqueConstraint("dataset", "transition", "seq", name="uq_dz_batches_seq"),
+)
+
+watermarks = sa.Table(
+    "dz_watermarks", META,
+    sa.Column("dataset", sa.String(64), primary_key=True),
+    sa.Column("watermark", sa.String(64), nullable=False),
+    sa.Column("batch_id", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+events = sa.Table(
+    "dz_events", META,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("dataset", sa.String(64)),
+    sa.Column("kind", sa.String(48), nullable=False),
+    sa.Column("batch_id", sa.String(64)),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+chain_head = sa.Table(
+    "dz_chain_head", META,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+
+def _canonical(seq: int, at: str, dataset: str | None, kind: str, batch_id: str | None, payload: str) -> bytes:
+    return json.dumps([seq, at, dataset, kind, batch_id, payload], ensure_ascii=False,
+                      separators=(",", ":")).encode()
+
+
+def chain_hash(prev: str, seq: int, at: str, dataset: str | None, kind: str, batch_id: str | None,
+               payload: str) -> str:
+    return hashlib.sha256(prev.encode() + _canonical(seq, at, dataset, kind, batch_id, payload)).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    seq: int | None
+    problem: str
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """Ledger access. One instance per process; safe to share between sequential transitions."""
+
+    def __init__(self, url: str) -> None:
+        kw: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            kw["connect_args"] = {"timeout": 60}
+        self.engine = sa.create_engine(url, **kw)
+        self.url = url
+        META.create_all(self.engine)
+        with self.engine.begin() as c:
+            if c.execute(sa.select(chain_head.c.id)).first() is None:
+                try:
+                    c.execute(chain_head.insert().values(id=1, seq=0, hash=GENESIS))
+                except sa.exc.IntegrityError:  # a concurrent process created it
+                    pass
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    # -- events -----------------------------------------------------------------------------------------------
+    def append(self, kind: str, *, dataset: str | None = None, batch_id: str | None = None,
+               conn: sa.Connection | None = None, **payload: Any) -> int:
+        """Append one event to the chain (inside ``conn``'s transaction if given)."""
+        if conn is None:
+            with self.engine.begin() as c:
+                return self.append(kind, dataset=dataset, batch_id=batch_id, conn=c, **payload)
+        head = conn.execute(sa.select(chain_head.c.seq, chain_head.c.hash).where(chain_head.c.id == 1)
+                            .with_for_update()).one()
+        seq = int(head.seq) + 1
+        at = utcnow().isoformat(timespec="microseconds")
+        body = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+        h = chain_hash(head.hash, seq, at, dataset, kind, batch_id, body)
+        conn.execute(events.insert().values(seq=seq, at=at, dataset=dataset, kind=kind, batch_id=batch_id,
+                                            payload=body, prev_hash=head.hash, hash=h))
+        conn.execute(chain_head.update().where(chain_head.c.id == 1).values(seq=seq, hash=h))
+        return seq
+
+    def events(self, *, dataset: str | None = None, kind: str | None = None) -> Iterator[dict[str, Any]]:
+        q = sa.select(events).order_by(events.c.seq)
+        if dataset:
+            q = q.where(events.c.dataset == dataset)
+        if kind:
+            q = q.where(events.c.kind == kind)
+        with self.engine.connect() as c:
+            for r in c.execute(q):
+                d = dict(r._mapping)
+                d["payload"] = json.loads(d["payload"])
+                yield d
+
+    def verify(self) -> list[ChainProblem]:
+        """Recompute the whole chain; return every break found (empty list = intact)."""
+        problems: list[ChainProblem] = []
+        prev, expected_seq = GENESIS, 1
+        with self.engine.connect() as c:
+            head = c.execute(sa.select(chain_head.c.seq, chain_head.c.hash)).one()
+            for r in c.execute(sa.select(events).order_by(events.c.seq)).yield_per(10_000):
+                if r.seq != expected_seq:
+                    problems.append(ChainProblem(r.seq, f"sequence gap: expected {expected_seq}, found {r.seq} "
+                                                 f"(events deleted)"))
+                if r.prev_hash != prev:
+                    problems.append(ChainProblem(r.seq, "prev_hash does not match the previous row (a row was "
+                                                 "deleted, inserted or edited before this one)"))
+                h = chain_hash(r.prev_hash, r.seq, r.at, r.dataset, r.kind, r.batch_id, r.payload)
+                if h != r.hash:
+                    problems.append(ChainProblem(r.seq, "hash mismatch: this row's content was edited"))
+                prev, expected_seq = r.hash, r.seq + 1
+            if head.seq != expected_seq - 1 or head.hash != prev:
+                problems.append(ChainProblem(head.seq, f"chain head says seq {head.seq}, last row is "
+                                             f"{expected_seq - 1}: rows at the end were deleted"))
+        return problems
+
+    # -- batches and watermarks --------------------------------------------------------------------------------
+    def next_seq(self, dataset: str, transition: str) -> int:
+        with self.engine.connect() as c:
+            cur = c.execute(sa.select(sa.func.max(batches.c.seq)).where(
+                batches.c.dataset == dataset, batches.c.transition == transition)).scalar()
+        return int(cur or 0) + 1
+
+    def start_batch(self, *, batch_id: str, dataset: str, transition: str, seq: int, wm_from: str | None,
+                    key_id: str | None, detail: dict[str, Any] | None = None) -> None:
+        with self.engine.begin() as c:
+            c.execute(batches.insert().values(
+                batch_id=batch_id, dataset=dataset, transition=transition, seq=seq, status="started",
+                wm_from=wm_from, key_id=key_id, started_at=utcnow(), detail=json.dumps(detail or {})))
+            self.append(f"{transition}.started", dataset=dataset, batch_id=batch_id, conn=c, seq=seq,
+                        wm_from=wm_from, key_id=key_id)
+
+    def open_batches(self, dataset: str, transition: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(batches).where(
+                batches.c.dataset == dataset, batches.c.transition == transition,
+                batches.c.status == "started").order_by(batches.c.seq)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def finish_batch(self, batch_id: str, *, status: str, dataset: str, transition: str,
+                     watermark: str | None = None, advance_watermark: bool = False, **fields: Any) -> None:
+        """Close a batch and (optionally) move the dataset's watermark, in one ledger transaction."""
+        with self.engine.begin() as c:
+            c.execute(batches.update().where(batches.c.batch_id == batch_id).values(
+                status=status, finished_at=utcnow(), wm_to=watermark, **fields))
+            if advance_watermark and watermark is not None:
+                done = c.execute(watermarks.update().where(watermarks.c.dataset == dataset).values(
+                    watermark=watermark, batch_id=batch_id, updated_at=utcnow())).rowcount
+                if not done:
+                    c.execute(watermarks.insert().values(dataset=dataset, watermark=watermark,
+                                                         batch_id=batch_id, updated_at=utcnow()))
+            self.append(f"{transition}.{status}", dataset=dataset, batch_id=batch_id, conn=c,
+                        watermark=watermark, **fields)
+
+    def watermark(self, dataset: str) -> str | None:
+        with self.engine.connect() as c:
+            return c.execute(sa.select(watermarks.c.watermark).where(watermarks.c.dataset == dataset)).scalar()
+
+    def last_batch(self, dataset: str, transition: str = "promote") -> dict[str, Any] | None:
+        with self.engine.connect() as c:
+            r = c.execute(sa.select(batches).where(batches.c.dataset == dataset,
+                                                   batches.c.transition == transition)
+                          .order_by(batches.c.seq.desc()).limit(1)).first()
+        return dict(r._mapping) if r else None
+
+    def sum_quarantined(self, dataset: str) -> int:
+        with self.engine.connect() as c:
+            v = c.execute(sa.select(sa.func.sum(batches.c.rows_quarantined)).where(
+                batches.c.dataset == dataset, batches.c.status == "committed")).scalar()
+        return int(v or 0)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,253 @@
+"""Promote hot → warm: incremental by watermark, exactly once, crash-safe.
+
+Order of one batch (a keyset page of at most ``batch_rows`` rows):
+
+1. extract the page from hot (rows with ``watermark <= hi`` and, incrementally, ``> lo``; ``lo`` is the stored
+   watermark minus ``lookback``; ``hi`` is the run's as-of time minus ``settle_lag``);
+2. gate it (contract; the GX gate plugs in here) → rejected rows;
+3. ledger: ``batch started`` with the page's cursor, ``hi`` and whether it is the last page;
+4. quarantine the rejected rows (sealed, with reason and batch id);
+5. transform (pseudonymise, seal, generalise, drop) and commit to Delta with app transaction ``(app_id, seq)``
+   — only if Delta does not already hold ``seq`` (checked under the table's writer lock);
+6. ledger: ``batch committed`` and, for the last page, the new watermark — in one ledger transaction.
+
+A crash anywhere is repaired by the next run before it plans: an open ledger batch whose Delta transaction exists
+is completed from its recorded cursor; one without is abandoned and its quarantine rows removed. A full load
+appends (pages are disjoint key ranges of one as-of); incremental runs MERGE by primary key, a row replaced only
+by a newer watermark, so re-reading the lookback window never duplicates anything.
+
+**Late rows.** A row whose transaction commits after the run is still caught if its watermark is within
+``settle_lag`` of the run (it is not read until it has settled) or within ``lookback`` of the stored watermark (it
+is re-read next time). Transactions open longer than ``settle_lag + lookback`` need a larger window.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from lifecycle.ledger import Ledger
+from lifecycle.locks import writer_lock
+from lifecycle.protect import Keys, load_keys
+from lifecycle.quarantine import quarantine_rows, remove_batch
+from lifecycle.report import TransitionReport
+from lifecycle.transform import needs_seal_key, plan_columns, to_warm
+from lifecycle.warm import WarmTable
+from quality.gate import ContractGate, Gate
+from zones.config import Project
+from zones.hot import HotReader, Page, make_engine, reflect
+
+log = logging.getLogger("datazones.promote")
+TRANSITION = "promote"
+FAULT_POINTS = ("after_extract", "after_batch_start", "after_quarantine", "after_delta_commit",
+                "after_ledger_commit", "after_last_page")
+_hits: dict[str, int] = {}
+
+
+def fault(point: str) -> None:
+    """Fault injection for tests: ``DATAZONES_FAULT=point[:n]`` kills the process (os._exit) at the n-th hit."""
+    spec = os.environ.get("DATAZONES_FAULT")
+    if not spec:
+        return
+    name, _, nth = spec.partition(":")
+    if name == point:
+        _hits[point] = _hits.get(point, 0) + 1
+        if _hits[point] >= int(nth or 1):
+            os._exit(137)
+
+
+def app_id(dataset: str) -> str:
+    return f"datazones/promote/{dataset}"
+
+
+def _ts(v: str | datetime) -> datetime:
+    d = datetime.fromisoformat(v) if isinstance(v, str) else v
+    return d if d.tzinfo else d.replace(tzinfo=UTC)
+
+
+def _cursor(v: Any) -> tuple[Any, ...] | None:
+    return tuple(v) if v is not None else None
+
+
+def _recover(ledger: Ledger, warm: WarmTable, qwarm: WarmTable, dataset: str, report: TransitionReport) -> None:
+    done = warm.committed(app_id(dataset))
+    for b in ledger.open_batches(dataset, TRANSITION):
+        import json
+
+        detail = json.loads(b["detail"] or "{}")
+        if done >= b["seq"]:
+            ledger.finish_batch(b["batch_id"], status="committed", dataset=dataset, transition=TRANSITION,
+                                watermark=detail.get("hi") if detail.get("final") else None,
+                                advance_watermark=bool(detail.get("final")), rows_read=detail.get("rows_read"),
+                                rows_written=detail.get("rows_written"),
+                                rows_quarantined=detail.get("rows_quarantined"))
+            log.warning("recovered batch %s: Delta had committed it, ledger completed", b["batch_id"])
+        else:
+            remove_batch(qwarm, dataset, b["batch_id"], seq=b["seq"])
+            ledger.finish_batch(b["batch_id"], status="abandoned", dataset=dataset, transition=TRANSITION)
+            log.warning("abandoned batch %s: never reached Delta; it will be re-read", b["batch_id"])
+        report.recovered_batches += 1
+
+
+def promote(project: Project, dataset: str, *, as_of: datetime | None = None, keys: Keys | None = None,
+            ledger: Ledger | None = None, gate: Gate | None = None, batch_rows: int | None = None,
+            progress: Callable[[int], None] | None = None, wait_for_lock: bool = False) -> TransitionReport:
+    """Promote one dataset from hot to warm as of ``as_of`` (default: now). Returns a TransitionReport."""
+    t_start = time.perf_counter()
+    ds = project.dataset(dataset)
+    report = TransitionReport(TRANSITION, dataset)
+    engine = make_engine(project.hot_url)
+    hot = reflect(engine, ds.table, ds.schema_ or project.config.hot.schema_)
+    plans = plan_columns(dataset, ds, hot, file=str(project.file))
+    keys = keys or load_keys(need_seal=needs_seal_key(plans))
+    report.key_id = keys.pseudonym_key_id
+    own_ledger = ledger is None
+    ledger = ledger or Ledger(project.ledger_url)
+    warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"))
+    qwarm = WarmTable(project.quarantine_uri(dataset), project.storage_options("warm"))
+    gate = gate or ContractGate()
+    reader = HotReader(engine, hot, key=list(ds.primary_key), watermark=ds.watermark)
+    limit = batch_rows or project.batch_rows(ds)
+    as_of = _ts(as_of or datetime.now(UTC))
+    defaults = project.config.defaults
+    try:
+        with writer_lock(ledger.engine, f"warm.{dataset}", wait=wait_for_lock):
+            _recover(ledger, warm, qwarm, dataset, report)
+            wm = ledger.watermark(dataset)
+            cursor: tuple[Any, ...] | None = None
+            if wm is None:
+                last = ledger.last_batch(dataset, TRANSITION)
+                import json
+
+                resume = None
+                if last and last["status"] == "committed":
+                    d = json.loads(last["detail"] or "{}")
+                    if d.get("mode") == "full" and not d.get("final"):
+                        resume = d
+                if resume:
+                    hi, cursor, mode = _ts(resume["hi"]), _cursor(resume["cursor"]), "full"
+                else:
+                    hi = defaults.settle_lag.subtract_from(as_of)
+                    mode = "full" if warm.count() == 0 else "full-merge"
+                lo = None
+            else:
+                mode = "incremental"
+                lo = defaults.lookback.subtract_from(_ts(wm))
+                hi = max(defaults.settle_lag.subtract_from(as_of), _ts(wm))
+                if hi <= _ts(wm):
+                    report.mode = "noop"
+                    report.watermark_from = report.watermark_to = wm
+                    return report
+            report.mode = mode
+            report.watermark_from = wm
+            _run(project, dataset, ds, plans, keys, ledger, warm, qwarm, gate, reader, limit, mode, lo, hi,
+                 cursor, report, progress)
+    finally:
+        reader.close()
+        engine.dispose()
+        if own_ledger:
+            ledger.dispose()
+    report.delta_version = warm.version()
+    report.add_time("total", time.perf_counter() - t_start)
+    log.info("promote %s: %s read, %s written, %s quarantined, delta v%s", dataset, report.rows_read,
+             report.rows_written, report.rows_quarantined, report.delta_version)
+    return report
+
+
+def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger: Ledger, warm: WarmTable,
+         qwarm: WarmTable, gate: Gate, reader: HotReader, limit: int, mode: str, lo: datetime | None,
+         hi: datetime, cursor: tuple[Any, ...] | None, report: TransitionReport,
+         progress: Callable[[int], None] | None) -> None:
+    pool = ThreadPoolExecutor(1, thread_name_prefix="dz-extract")
+
+    def fetch(after: tuple[Any, ...] | None) -> tuple[Page, float]:
+        t = time.perf_counter()
+        return reader.page(hi=hi, lo=lo, after=after, limit=limit), time.perf_counter() - t
+
+    nxt: Future[tuple[Page, float]] = pool.submit(fetch, cursor)
+    partition = ["_dz_period"] if ds.partition_by != "none" else None
+    try:
+        while True:
+            page, t_extract = nxt.result()
+            report.add_time("extract", t_extract)
+            final = page.data.num_rows < limit
+            if not final:  # overlap the next extract with this page's work
+                nxt = pool.submit(fetch, page.last_key)
+            fault("after_extract")
+            n = page.data.num_rows
+            seq = ledger.next_seq(dataset, TRANSITION)
+            batch_id = f"{dataset}-{seq:08d}"
+            t = time.perf_counter()
+            outcome = gate.check(page.data, bad_type=page.bad_type, dataset=ds)
+            report.add_time("gate", time.perf_counter() - t)
+            for c in outcome.checks:
+                report.checks[c.name] = report.checks.get(c.name, 0) + c.failed
+            rejected = outcome.rejected.num_rows
+            detail = {"mode": mode, "hi": hi.isoformat(), "cursor": page.last_key or cursor, "final": final,
+                      "rows_read": n, "rows_written": n - rejected, "rows_quarantined": rejected}
+            ledger.start_batch(batch_id=batch_id, dataset=dataset, transition=TRANSITION, seq=seq,
+                               wm_from=lo.isoformat() if lo else None, key_id=keys.pseudonym_key_id,
+                               detail=detail)
+            fault("after_batch_start")
+            if rejected:
+                quarantine_rows(qwarm, dataset, ds, plans, outcome.rejected, outcome.reasons, keys, batch_id, seq)
+                fault("after_quarantine")
+            if outcome.passed.num_rows:
+                t = time.perf_counter()
+                rows = to_warm(dataset, ds, plans, outcome.passed, keys, batch_id)
+                report.add_time("transform", time.perf_counter() - t)
+                t = time.perf_counter()
+                _commit(warm, rows, ds, partition, mode, dataset, seq, batch_id, keys, report)
+                report.add_time("write", time.perf_counter() - t)
+                fault("after_delta_commit")
+            t = time.perf_counter()
+            ledger.finish_batch(batch_id, status="committed", dataset=dataset, transition=TRANSITION,
+                                watermark=hi.isoformat() if final else None, advance_watermark=final,
+                                rows_read=n, rows_written=n - rejected, rows_quarantined=rejected,
+                                delta_version=warm.version())
+            report.add_time("ledger", time.perf_counter() - t)
+            fault("after_ledger_commit")
+            report.rows_read += n
+            report.rows_written += n - rejected
+            report.rows_quarantined += rejected
+            report.bytes_read += page.data.nbytes
+            report.batches += 1
+            report.batch_ids.append(batch_id)
+            if progress:
+                progress(n)
+            if page.last_key is not None:
+                cursor = page.last_key
+            if final:
+                report.watermark_to = hi.isoformat()
+                fault("after_last_page")
+                return
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _commit(warm: WarmTable, rows: pa.Table, ds: Any, partition: list[str] | None, mode: str, dataset: str,
+            seq: int, batch_id: str, keys: Keys, report: TransitionReport) -> None:
+    aid = app_id(dataset)
+    if warm.committed(aid) >= seq:  # Delta records app transactions but does not enforce them: we do.
+        log.warning("batch %s already in Delta (txn %s); not writing it again", batch_id, seq)
+        return
+    new_cols = warm.check_schema(rows.schema)
+    if new_cols:
+        current = warm.schema()
+        assert current is not None
+        report.new_columns.extend(n for n in rows.schema.names if n not in current.names)
+    meta = {"datazones.batch_id": batch_id, "datazones.seq": str(seq), "datazones.key_id": keys.pseudonym_key_id,
+            "datazones.transition": TRANSITION}
+    if mode == "full" or not warm.exists():
+        warm.append(rows, partition_by=partition, app_id=aid, seq=seq, meta=meta, merge_schema=new_cols)
+    else:
+        warm.merge(rows, keys=list(ds.primary_key), newer=ds.watermark, app_id=aid, seq=seq, meta=meta,
+                   merge_schema=new_cols)
+    report.bytes_written += warm.last_commit_bytes()

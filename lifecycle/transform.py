@@ -1,0 +1,133 @@
+"""Hot rows → warm rows at the zone boundary: pseudonymise, seal, generalise, drop — all vectorised.
+
+Warm never holds a raw direct identifier. A pseudonymised column holds ``HMAC-SHA-256(key, value)`` as hex (the
+same value in every table, so analysts can join); a sealed column's original is kept only as ``<col>__sealed``, an
+AEAD ciphertext under the seal key (held by the archive function) with the dataset and column as associated data,
+so the cold zone can restore the authentic record. Every warm row also carries ``_dz_batch`` (its ledger batch),
+``_dz_key_id`` (the pseudonym key version; rotation breaks linkability) and ``_dz_period`` (warm partition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lifecycle.protect import Keys, pseudonymise, seal
+from zones.errors import ConfigError, SchemaChangeError
+from zones.hot import HotTable
+from zones.model import Column, Dataset
+
+SEALED_SUFFIX = "__sealed"
+META_COLS = ("_dz_batch", "_dz_key_id", "_dz_period")
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    name: str
+    source_type: pa.DataType
+    column: Column | None  # None: a hot column not declared in zones.yaml (added as unclassified)
+
+    @property
+    def policy(self) -> str:
+        return self.column.warm if self.column else "keep"
+
+    @property
+    def sealed(self) -> bool:
+        return bool(self.column and self.column.sealed and self.column.lossy)
+
+
+def plan_columns(ds_name: str, ds: Dataset, hot: HotTable, *, file: str | None = None) -> list[ColumnPlan]:
+    missing = [c for c in ds.columns if c not in hot.columns]
+    if missing:
+        raise ConfigError(
+            f"column(s) {', '.join(missing)} declared for dataset {ds_name!r} do not exist in hot table "
+            f"{hot.name!r} (it has: {', '.join(hot.columns)})", file=file,
+            key_path=f"datasets.{ds_name}.columns.{missing[0]}", fix="fix the column name or remove it")
+    plans = []
+    for name, typ in hot.columns.items():
+        col = ds.columns.get(name)
+        if col is None:
+            if ds.on_new_column == "fail":
+                raise SchemaChangeError(
+                    f"hot table {hot.name!r} has a column {name!r} ({typ}) not declared in zones.yaml and "
+                    f"datasets.{ds_name}.on_new_column is 'fail': declare it with its personal-data class")
+            if ds.on_new_column == "ignore":
+                continue
+        plans.append(ColumnPlan(name, typ, col))
+    return plans
+
+
+def needs_seal_key(plans: list[ColumnPlan]) -> bool:
+    return any(p.sealed for p in plans)
+
+
+def seal_aad(dataset: str, column: str) -> bytes:
+    return f"datazones:{dataset}:{column}".encode()
+
+
+def period_of(values: pa.ChunkedArray | pa.Array, mode: str) -> pa.Array | pa.ChunkedArray:
+    if mode == "year":
+        return pc.year(values).cast(pa.int32())
+    return pc.strftime(values, format="%Y-%m")
+
+
+_CHAPTERS = [("A00", "B99", "I"), ("C00", "D48", "II"), ("D50", "D89", "III"), ("E00", "E90", "IV"),
+             ("F00", "F99", "V"), ("G00", "G99", "VI"), ("H00", "H59", "VII"), ("H60", "H95", "VIII"),
+             ("I00", "I99", "IX"), ("J00", "J99", "X"), ("K00", "K93", "XI"), ("L00", "L99", "XII"),
+             ("M00", "M99", "XIII"), ("N00", "N99", "XIV"), ("O00", "O99", "XV"), ("P00", "P96", "XVI"),
+             ("Q00", "Q99", "XVII"), ("R00", "R99", "XVIII"), ("S00", "T98", "XIX"), ("V01", "Y98", "XX"),
+             ("Z00", "Z99", "XXI"), ("U00", "U99", "XXII")]
+
+
+def icd10_chapter(code: str | None) -> str | None:
+    if not code:
+        return None
+    head = code.strip().upper().replace(".", "")[:3]
+    for lo, hi, ch in _CHAPTERS:
+        if lo <= head <= hi:
+            return ch
+    return None
+
+
+def generalise(values: pa.ChunkedArray, how: str) -> pa.ChunkedArray | pa.Array:
+    t = values.type
+    if how in ("year", "decade"):
+        years = pc.year(values) if (pa.types.is_date(t) or pa.types.is_timestamp(t)) else values.cast(pa.int32())
+        years = years.cast(pa.int32())
+        return years if how == "year" else pc.multiply(pc.divide(years, 10), 10).cast(pa.int32())
+    if how == "year_month":
+        return pc.strftime(values, format="%Y-%m")
+    if how == "county":
+        return pc.utf8_slice_codeunits(values.cast(pa.string()), 0, 2)
+    if how == "icd10_chapter":  # vectorised over the distinct codes, which are few
+        text = values.cast(pa.string())
+        uniq = pc.unique(text)
+        mapped = pa.array([icd10_chapter(v) for v in uniq.to_pylist()], pa.string())
+        return pc.take(mapped, pc.index_in(text, value_set=uniq))
+    raise ValueError(f"unknown generalisation {how!r}")
+
+
+def to_warm(ds_name: str, ds: Dataset, plans: list[ColumnPlan], data: pa.Table, keys: Keys,
+            batch_id: str) -> pa.Table:
+    """Apply the warm policy of every column to a (gate-passed) hot batch."""
+    out: dict[str, pa.Array | pa.ChunkedArray] = {}
+    for p in plans:
+        col = data.column(p.name)
+        if p.policy == "keep":
+            out[p.name] = col
+        elif p.policy == "pseudonymise":
+            out[p.name] = pseudonymise(col, keys.pseudonym_key)
+        elif p.policy == "generalise":
+            assert p.column is not None and p.column.generalise is not None
+            out[p.name] = generalise(col, p.column.generalise)
+        if p.sealed:
+            assert keys.seal_key is not None
+            out[p.name + SEALED_SUFFIX] = seal(col, keys.seal_key, aad=seal_aad(ds_name, p.name))
+    n = data.num_rows
+    out["_dz_batch"] = pa.array([batch_id] * n, pa.string()) if n else pa.array([], pa.string())
+    out["_dz_key_id"] = pa.array([keys.pseudonym_key_id] * n, pa.string()) if n else pa.array([], pa.string())
+    if ds.partition_by != "none":
+        out["_dz_period"] = period_of(data.column(ds.business_date), ds.partition_by)
+    return pa.table(out)

@@ -1,0 +1,130 @@
+"""The warm zone: Delta tables on local disk or S3, written idempotently.
+
+Exactly-once: every commit carries a Delta app transaction ``(app_id, seq)``. Delta records but does not enforce
+it, so :meth:`WarmTable.committed` is checked before every write, under the dataset's writer lock
+(:mod:`lifecycle.locks`). Tables are created with the change data feed on and zstd-compressed Parquet, partitioned
+by business period; any Delta reader (DuckDB, Polars, Spark) can read them without datazones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from zones.errors import SchemaChangeError
+
+TABLE_CONFIG = {"delta.enableChangeDataFeed": "true", "delta.appendOnly": "false"}
+# Safe widenings warm follows automatically; anything else is a terminal schema change.
+_WIDEN = {(pa.int32(), pa.int64()), (pa.int16(), pa.int64()), (pa.int16(), pa.int32()), (pa.float32(), pa.float64())}
+
+
+def _writer_props() -> Any:
+    from deltalake import WriterProperties
+
+    return WriterProperties(compression="ZSTD", compression_level=3)
+
+
+def _commit(app_id: str, seq: int, meta: dict[str, str]) -> Any:
+    from deltalake import CommitProperties, Transaction
+
+    return CommitProperties(app_transactions=[Transaction(app_id=app_id, version=seq)], custom_metadata=meta)
+
+
+class WarmTable:
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
+        self.uri, self.storage_options = uri, storage_options
+
+    def _dt(self) -> Any:
+        from deltalake import DeltaTable
+
+        return DeltaTable(self.uri, storage_options=self.storage_options)
+
+    def exists(self) -> bool:
+        from deltalake import DeltaTable
+
+        return bool(DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options))
+
+    def committed(self, app_id: str) -> int:
+        """Last app-transaction version committed for ``app_id`` (0 if none or no table)."""
+        if not self.exists():
+            return 0
+        return int(self._dt().transaction_version(app_id) or 0)
+
+    def version(self) -> int | None:
+        return int(self._dt().version()) if self.exists() else None
+
+    def schema(self) -> pa.Schema | None:
+        return pa.schema(self._dt().schema().to_arrow()) if self.exists() else None
+
+    def check_schema(self, incoming: pa.Schema) -> bool:
+        """Raise on an incompatible type change; return True when new columns must be merged in."""
+        current = self.schema()
+        if current is None:
+            return False
+        new_cols = False
+        for f in incoming:
+            if f.name not in current.names:
+                new_cols = True
+                continue
+            old = current.field(f.name).type
+            if _same(old, f.type) or (old, f.type) in _WIDEN:
+                continue
+            raise SchemaChangeError(
+                f"column {f.name!r} changed type in the hot store: warm has {old}, hot now gives {f.type}. "
+                "This is not a safe widening; create a new column (or a new dataset version) and migrate warm "
+                "explicitly — datazones will not rewrite history silently")
+        return new_cols
+
+    def append(self, data: pa.Table | pa.RecordBatchReader, *, partition_by: list[str] | None, app_id: str,
+               seq: int, meta: dict[str, str], merge_schema: bool = False) -> int:
+        from deltalake import write_deltalake
+
+        write_deltalake(self.uri, data, mode="append", partition_by=partition_by or None,
+                        configuration=TABLE_CONFIG, storage_options=self.storage_options,
+                        schema_mode="merge" if merge_schema else None, writer_properties=_writer_props(),
+                        commit_properties=_commit(app_id, seq, meta))
+        return int(self._dt().version())
+
+    def merge(self, data: pa.Table, *, keys: list[str], newer: str, app_id: str, seq: int,
+              meta: dict[str, str], merge_schema: bool = False) -> dict[str, Any]:
+        """MERGE by key: insert new rows, update a row only if the source version is newer (latest wins)."""
+        on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
+        metrics = (
+            self._dt().merge(data, on, source_alias="s", target_alias="t", merge_schema=merge_schema,
+                             writer_properties=_writer_props(), commit_properties=_commit(app_id, seq, meta))
+            .when_matched_update_all(predicate=f's."{newer}" > t."{newer}"')
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        metrics["version"] = int(self._dt().version())
+        return dict(metrics)
+
+    def delete(self, predicate: str, *, app_id: str, seq: int, meta: dict[str, str]) -> dict[str, Any]:
+        return dict(self._dt().delete(predicate, commit_properties=_commit(app_id, seq, meta)))
+
+    def count(self) -> int:
+        if not self.exists():
+            return 0
+        return sum(int(n) for n in self._dt().get_add_actions(flatten=True).column("num_records").to_pylist())
+
+    def to_arrow(self, columns: list[str] | None = None) -> pa.Table:
+        return pa.table(self._dt().to_pyarrow_table(columns=columns)) if self.exists() else pa.table({})
+
+    def last_commit_bytes(self) -> int:
+        hist = self._dt().history(1)[0]
+        m = hist.get("operationMetrics", {})
+        return int(m.get("num_added_bytes", m.get("numOutputBytes", 0)) or 0)
+
+
+def _same(a: pa.DataType, b: pa.DataType) -> bool:
+    if a == b:
+        return True
+    # Delta has no tz-naive/aware or string/large_string distinction worth stopping for.
+    if pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
+        return True
+    if pa.types.is_string(a) or pa.types.is_large_string(a) or pa.types.is_string_view(a):
+        return pa.types.is_string(b) or pa.types.is_large_string(b) or pa.types.is_string_view(b)
+    if pa.types.is_binary(a) or pa.types.is_large_binary(a) or pa.types.is_binary_view(a):
+        return pa.types.is_binary(b) or pa.types.is_large_binary(b) or pa.types.is_binary_view(b)
+    return False

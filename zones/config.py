@@ -1,0 +1,268 @@
+"""Load ``zones.yaml``: line-numbered YAML, environment overrides, errors that say where and how to fix.
+
+Precedence (one rule, everywhere): **explicit argument > environment (``DATAZONES__A__B=value``) > zones.yaml >
+built-in default**. ``DATAZONES__HOT__URL=postgresql+psycopg://...`` points the same file at PostgreSQL;
+``DATAZONES__DATASETS__UTBETALNING__BATCH_ROWS=100000`` reaches any key (values are parsed as YAML scalars).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from zones.errors import ConfigError
+from zones.model import Dataset, LocalStorage, ZonesConfig
+
+ENV_PREFIX = "DATAZONES__"
+KeyPath = tuple[str, ...]
+
+
+def _compose(text: str, file: str) -> tuple[Any, dict[KeyPath, int]]:
+    """Parse YAML keeping the line of every key path (1-based)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file,
+                          line=mark.line + 1 if mark else None, fix="fix the YAML syntax at that line") from None
+    lines: dict[KeyPath, int] = {}
+
+    def walk(n: yaml.Node | None, path: KeyPath) -> Any:
+        if n is None:
+            return None
+        lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for k, v in n.value:
+                key = str(k.value)
+                if key in out:
+                    raise ConfigError(f"duplicate key {key!r}", file=file, line=k.start_mark.line + 1,
+                                      key_path=".".join((*path, key)), fix="remove one of the two entries")
+                lines[(*path, key)] = k.start_mark.line + 1
+                out[key] = walk(v, (*path, key))
+            return out
+        if isinstance(n, yaml.SequenceNode):
+            return [walk(v, (*path, str(i))) for i, v in enumerate(n.value)]
+        return _scalar(n)
+
+    return walk(node, ()), lines
+
+
+def _scalar(n: yaml.Node) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(n, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    applied = []
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        if not parts:
+            continue
+        node = raw
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[p] = nxt
+            node = nxt
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else value
+        applied.append(name)
+    return applied
+
+
+def _model_at(loc: tuple[Any, ...], raw: Any) -> tuple[type[BaseModel] | None, KeyPath]:
+    """Walk the model types along a pydantic error location; return the model owning the last key."""
+    model: Any = ZonesConfig
+    data: Any = raw
+    path: list[str] = []
+    i = 0
+    owner: type[BaseModel] | None = ZonesConfig
+    while i < len(loc) - 1:
+        part = str(loc[i])
+        origin = typing.get_origin(model)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            owner = model
+            fld = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+            if fld is None:
+                return owner, tuple(path)
+            model = _unwrap(fld.annotation, data.get(part) if isinstance(data, dict) else None)
+            data = data.get(part) if isinstance(data, dict) else None
+            path.append(part)
+        elif origin is dict:
+            model = _unwrap(typing.get_args(model)[1], data.get(part) if isinstance(data, dict) else None)
+            data = data.get(part) if isinstance(data, dict) else None
+            path.append(part)
+        else:
+            i += 1
+            continue
+        i += 1
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        owner = model
+    return owner, tuple(path)
+
+
+def _unwrap(tp: Any, data: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    args = typing.get_args(tp)
+    if args and typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        for m in models:  # discriminated by a Literal field matching the data
+            for f in m.model_fields.values():
+                lits = typing.get_args(f.annotation) if typing.get_origin(f.annotation) is typing.Literal else ()
+                if isinstance(data, dict) and lits and (data.get(f.alias or "") in lits or
+                                                        any(v in lits for v in data.values())):
+                    return m
+        non_none = [a for a in args if a is not type(None)]
+        return non_none[0] if len(non_none) == 1 else (models[0] if models else tp)
+    return tp
+
+
+def _line(lines: dict[KeyPath, int], path: KeyPath) -> int | None:
+    for n in range(len(path), -1, -1):
+        if path[:n] in lines:
+            return lines[path[:n]]
+    return None
+
+
+def _raw_path(loc: tuple[Any, ...], raw: Any) -> KeyPath:
+    """Keep only the location parts that exist in the raw data (drops union tags such as 'local')."""
+    out: list[str] = []
+    data = raw
+    for part in loc:
+        p = str(part)
+        if isinstance(data, dict) and p in data:
+            out.append(p)
+            data = data[p]
+        elif isinstance(data, list) and p.isdigit() and int(p) < len(data):
+            out.append(p)
+            data = data[int(p)]
+    return tuple(out)
+
+
+def _convert(exc: ValidationError, raw: Any, lines: dict[KeyPath, int], file: str) -> ConfigError:
+    errs = exc.errors()
+    messages = []
+    first_line, first_path, first_fix = None, None, None
+    for err in errs[:10]:
+        loc = tuple(err["loc"])
+        path = _raw_path(loc, raw)
+        fix = None
+        if err["type"] == "extra_forbidden":
+            owner, _ = _model_at(loc, raw)
+            allowed = sorted((f.alias or n) for n, f in owner.model_fields.items()) if owner else []
+            bad = str(loc[-1])
+            close = difflib.get_close_matches(bad, allowed, n=1)
+            msg = f"unknown key {bad!r}"
+            fix = (f"did you mean {close[0]!r}? " if close else "") + f"allowed keys here: {', '.join(allowed)}"
+        elif err["type"] == "missing":
+            msg = f"required key {str(loc[-1])!r} is missing"
+            fix = f"add `{loc[-1]}:`"
+            path = (*path, str(loc[-1])) if str(loc[-1]) not in path else path
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "literal_error":
+                fix = f"use one of: {err.get('ctx', {}).get('expected', '')}"
+        line = _line(lines, path)
+        key = ".".join(path) or "(top level)"
+        messages.append(f"{file}:{line}: {key}: {msg}" + (f" — fix: {fix}" if fix else ""))
+        if first_line is None:
+            first_line, first_path, first_fix = line, key, fix
+    more = f"\n  (+{len(errs) - 10} more)" if len(errs) > 10 else ""
+    err_out = ConfigError("invalid configuration", file=file, line=first_line, key_path=first_path, fix=first_fix)
+    err_out.args = ("\n".join(messages) + more,)
+    return err_out
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded zones.yaml with everything needed to resolve locations."""
+
+    config: ZonesConfig
+    file: Path
+    root: Path
+    lines: dict[KeyPath, int] = field(default_factory=dict, repr=False, compare=False)
+    env_applied: tuple[str, ...] = ()
+
+    def line_of(self, *path: str) -> int | None:
+        return _line(self.lines, tuple(path))
+
+    def error(self, message: str, *path: str, fix: str | None = None) -> ConfigError:
+        return ConfigError(message, file=str(self.file), line=self.line_of(*path), key_path=".".join(path), fix=fix)
+
+    def _sqlite_abs(self, url: str) -> str:
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
+            p = self.root / url[len("sqlite:///"):]
+            p.parent.mkdir(parents=True, exist_ok=True)
+            return "sqlite:///" + str(p)
+        return url
+
+    @property
+    def hot_url(self) -> str:
+        return self._sqlite_abs(self.config.hot.url)
+
+    @property
+    def ledger_url(self) -> str:
+        return self._sqlite_abs(self.config.ledger.url)
+
+    def zone_uri(self, zone: str) -> str:
+        st = getattr(self.config, zone)
+        if isinstance(st, LocalStorage):
+            return str((self.root / st.path).resolve())
+        return st.uri.rstrip("/")
+
+    def storage_options(self, zone: str) -> dict[str, str] | None:
+        st = getattr(self.config, zone)
+        return None if isinstance(st, LocalStorage) else dict(st.storage_options) or None
+
+    def warm_table_uri(self, dataset: str) -> str:
+        return f"{self.zone_uri('warm')}/{dataset}"
+
+    def quarantine_uri(self, dataset: str) -> str:
+        return f"{self.zone_uri('warm')}/_quarantine/{dataset}"
+
+    def dataset(self, name: str) -> Dataset:
+        return self.config.dataset(name)
+
+    def batch_rows(self, ds: Dataset) -> int:
+        return ds.batch_rows or self.config.defaults.batch_rows
+
+
+def load(path: str | os.PathLike[str] = "zones.yaml", *, overrides: Mapping[str, Any] | None = None,
+         env: Mapping[str, str] | None = None) -> Project:
+    """Load and validate a zones.yaml. ``overrides`` are explicit values by dotted key path (highest precedence)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError("file not found", file=str(file),
+                          fix="pass --config PATH or run from the folder holding zones.yaml")
+    raw, lines = _compose(file.read_text(encoding="utf-8"), str(file))
+    if not isinstance(raw, dict):
+        raise ConfigError("the top level must be a mapping (version, hot, warm, cold, ledger, datasets)",
+                          file=str(file), line=1)
+    applied = _apply_env(raw, os.environ if env is None else env)
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        parts = dotted.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    try:
+        cfg = ZonesConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _convert(exc, raw, lines, str(file)) from None
+    return Project(config=cfg, file=file.resolve(), root=file.resolve().parent, lines=lines,
+                   env_applied=tuple(applied))

@@ -1,0 +1,63 @@
+"""``zones validate``: check zones.yaml against the live hot store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from zones.config import Project
+from zones.errors import ConfigError
+from zones.hot import make_engine, reflect
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # error | warning
+    where: str  # file:line
+    key_path: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        fix = f" — fix: {self.fix}" if self.fix else ""
+        return f"{self.level.upper()} {self.where}: {self.key_path}: {self.message}{fix}"
+
+
+def validate_live(project: Project) -> list[Finding]:
+    findings: list[Finding] = []
+    engine = make_engine(project.hot_url)
+    file = str(project.file)
+    try:
+        with engine.connect() as c:
+            c.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError as exc:
+        return [Finding("error", f"{file}:{project.line_of('hot', 'url') or 1}", "hot.url",
+                        f"cannot connect to the hot store: {type(exc).__name__}",
+                        "check DATAZONES__HOT__URL / hot.url and that the database is running")]
+    try:
+        for name, ds in project.config.datasets.items():
+            base = ("datasets", name)
+            try:
+                hot = reflect(engine, ds.table, ds.schema_ or project.config.hot.schema_)
+            except ConfigError as exc:
+                findings.append(Finding("error", f"{file}:{project.line_of(*base, 'table')}",
+                                        f"datasets.{name}.table", str(exc), exc.fix or ""))
+                continue
+            for col in ds.columns:
+                if col not in hot.columns:
+                    findings.append(Finding(
+                        "error", f"{file}:{project.line_of(*base, 'columns', col)}", f"datasets.{name}.columns.{col}",
+                        f"column {col!r} does not exist in hot table {ds.table!r} (it has: {', '.join(hot.columns)})",
+                        "fix the name or remove the column"))
+            for col in hot.columns:
+                if col not in ds.columns:
+                    findings.append(Finding(
+                        "warning" if ds.on_new_column != "fail" else "error",
+                        f"{file}:{project.line_of(*base, 'columns')}", f"datasets.{name}.columns",
+                        f"hot column {col!r} ({hot.sql_types[col]}) is not declared; on_new_column="
+                        f"{ds.on_new_column} — it will be {'added raw' if ds.on_new_column == 'add' else 'skipped'}",
+                        f"declare `{col}:` with its personal-data class and warm policy"))
+    finally:
+        engine.dispose()
+    return findings
