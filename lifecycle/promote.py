@@ -23,6 +23,7 @@ is re-read next time). Transactions open longer than ``settle_lag + lookback`` n
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -79,8 +80,6 @@ def _cursor(v: Any) -> tuple[Any, ...] | None:
 def _recover(ledger: Ledger, warm: WarmTable, qwarm: WarmTable, dataset: str, report: TransitionReport) -> None:
     done = warm.committed(app_id(dataset))
     for b in ledger.open_batches(dataset, TRANSITION):
-        import json
-
         detail = json.loads(b["detail"] or "{}")
         if done >= b["seq"]:
             ledger.finish_batch(b["batch_id"], status="committed", dataset=dataset, transition=TRANSITION,
@@ -124,8 +123,6 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
             cursor: tuple[Any, ...] | None = None
             if wm is None:
                 last = ledger.last_batch(dataset, TRANSITION)
-                import json
-
                 resume = None
                 if last and last["status"] == "committed":
                     d = json.loads(last["detail"] or "{}")
@@ -243,6 +240,7 @@ def _commit(warm: WarmTable, rows: pa.Table, ds: Any, partition: list[str] | Non
         current = warm.schema()
         assert current is not None
         report.new_columns.extend(n for n in rows.schema.names if n not in current.names)
+    before = warm.file_sizes()
     meta = {"datazones.batch_id": batch_id, "datazones.seq": str(seq), "datazones.key_id": keys.pseudonym_key_id,
             "datazones.transition": TRANSITION}
     if mode == "full" or not warm.exists():
@@ -250,4 +248,4 @@ def _commit(warm: WarmTable, rows: pa.Table, ds: Any, partition: list[str] | Non
     else:
         warm.merge(rows, keys=list(ds.primary_key), newer=ds.watermark, app_id=aid, seq=seq, meta=meta,
                    merge_schema=new_cols)
-    report.bytes_written += warm.last_commit_bytes()
+    report.bytes_written += sum(v for k, v in warm.file_sizes().items() if k not in before)

@@ -111,10 +111,12 @@ class WarmTable:
     def to_arrow(self, columns: list[str] | None = None) -> pa.Table:
         return pa.table(self._dt().to_pyarrow_table(columns=columns)) if self.exists() else pa.table({})
 
-    def last_commit_bytes(self) -> int:
-        hist = self._dt().history(1)[0]
-        m = hist.get("operationMetrics", {})
-        return int(m.get("num_added_bytes", m.get("numOutputBytes", 0)) or 0)
+    def file_sizes(self) -> dict[str, int]:
+        """Current data files and their sizes (to measure what a commit added)."""
+        if not self.exists():
+            return {}
+        acts = self._dt().get_add_actions(flatten=True)
+        return dict(zip(acts.column("path").to_pylist(), acts.column("size_bytes").to_pylist(), strict=True))
 
 
 def _same(a: pa.DataType, b: pa.DataType) -> bool:

@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -99,25 +101,44 @@ def _to_arrow_sqlite(rows: Sequence[Sequence[Any]], names: list[str], types: dic
     return pa.table(arrays, names=names), bad
 
 
+def _convert_strict(vals: list[Any], target: pa.DataType) -> pa.Array:
+    """Convert SQLite values column-wise; raise if any value is not of the column's type."""
+    if pa.types.is_timestamp(target) or pa.types.is_date(target):
+        if not all(isinstance(v, str | None) for v in vals):
+            raise TypeError("not text")
+        raw = pa.array(vals, pa.string())
+        if pa.types.is_date(target):
+            return raw.cast(pa.date32())
+        naive = pc.replace_substring(pc.utf8_slice_codeunits(raw, 0, 26), "T", " ").cast(pa.timestamp("us"))
+        return naive.cast(target)
+    if pa.types.is_boolean(target):
+        if not all(v in (0, 1, None) or isinstance(v, bool) for v in vals):
+            raise TypeError("not a boolean")
+        return pa.array([None if v is None else bool(v) for v in vals], pa.bool_())
+    if pa.types.is_decimal(target):
+        if not all(isinstance(v, int | float | Decimal | None) and not isinstance(v, bool) for v in vals):
+            raise TypeError("not a number")
+        return pa.array([None if v is None else Decimal(str(v)) for v in vals], target)
+    if pa.types.is_integer(target) and not all(isinstance(v, int | None) and not isinstance(v, bool) for v in vals):
+        raise TypeError("not an integer")
+    if pa.types.is_string(target) and not all(isinstance(v, str | None) for v in vals):
+        raise TypeError("not text")
+    return pa.array(vals, target)
+
+
+_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError, ArithmeticError)
+
+
 def _convert(vals: list[Any], target: pa.DataType) -> tuple[pa.Array, pa.Array | None]:
     try:
-        if pa.types.is_timestamp(target) or pa.types.is_date(target):
-            raw = pa.array(vals, pa.string()) if all(isinstance(v, str | None) for v in vals) else None
-            if raw is None:
-                raise pa.ArrowInvalid("mixed")
-            if pa.types.is_date(target):
-                return raw.cast(pa.date32()), None
-            naive = pc.replace_substring(pc.utf8_slice_codeunits(raw, 0, 26), "T", " ").cast(pa.timestamp("us"))
-            return naive.cast(target), None
-        return pa.array(vals, target), None
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+        return _convert_strict(vals, target), None
+    except _ERRORS:
         out, flags = [], []
         for v in vals:
             try:
-                a, _ = _convert([v], target) if v is not None else (pa.array([None], target), None)
-                out.append(a[0].as_py())
+                out.append(_convert_strict([v], target)[0].as_py())
                 flags.append(False)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+            except _ERRORS:
                 out.append(None)
                 flags.append(True)
         return pa.array(out, target), pa.array(flags, pa.bool_())
@@ -204,7 +225,7 @@ class HotReader:
             uri = url.render_as_string(hide_password=False)
             if "options" in opts:
                 sep = "&" if "?" in uri else "?"
-                uri += f"{sep}options={opts['options']}"
+                uri += f"{sep}options={quote(str(opts['options']), safe='')}"
             self._adbc = adbc_pg.connect(uri)
         return self._adbc
 

@@ -1,0 +1,227 @@
+"""``make bench``: datazones promote vs dlt (connectorx, pyarrow) vs the COPY limit, on PostgreSQL.
+
+    .venv/bin/python -m tests.bench.run [--rows 5000000] [--big-rows 20000000] [--skip-big] [--only CASE ...]
+
+Cases (each a fresh child process, from empty folders under /tmp/dz-bench/): limit, dlt-connectorx, dlt-pyarrow,
+datazones-full, datazones-incremental, datazones-noop, datazones-full-big. The tables ``bench.utbetalning_<rows>``
+are built once and kept; the incremental case's 1 % churn is reverted afterwards. Results: a table, the spine
+issue's bars as PASS/FAIL, and ``bench-results/bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tests.bench import data
+from tests.bench.cases import (
+    PY,
+    REPO,
+    WORK,
+    Result,
+    python_version,
+    run_dlt,
+    run_limit,
+    run_zones_full,
+    run_zones_incremental,
+)
+from tests.bench.measure import PYCACHE, warm_bytecode
+
+CASES = ("limit", "dlt-connectorx", "dlt-pyarrow", "datazones-full", "datazones-incremental", "datazones-noop",
+         "datazones-full-big")
+PEERS = ("dlt-connectorx", "dlt-pyarrow", "limit")
+RSS_LIMIT_MB = 1500.0
+console = Console()
+if not console.is_terminal:  # make's log: wide enough for the whole table
+    console.width = max(console.width, 170)
+
+
+def _m(n: int) -> str:
+    return f"{n / 1e6:g}M" if n >= 1_000_000 else f"{n:,}"
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=5_000_000, help="rows of the main table (default 5M)")
+    ap.add_argument("--big-rows", type=int, default=20_000_000, help="rows of the memory-scaling table (default 20M)")
+    ap.add_argument("--skip-big", action="store_true", help="skip datazones-full on the big table")
+    ap.add_argument("--only", nargs="+", metavar="CASE", help=f"run only these cases (comma or space separated): "
+                    f"{', '.join(CASES)}")
+    ap.add_argument("--out", default=str(REPO / "bench-results" / "bench.json"), help="JSON results file")
+    args = ap.parse_args(argv)
+    only = [c for item in (args.only or []) for c in item.split(",") if c]
+    unknown = sorted(set(only) - set(CASES))
+    if unknown:
+        ap.error(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}")
+    args.cases = [c for c in CASES if not only or c in only]
+    if args.skip_big and "datazones-full-big" in args.cases:
+        args.cases.remove("datazones-full-big")
+    return args
+
+
+def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
+    rows, cases, results = args.rows, args.cases, []
+
+    def step(name: str, fn: Callable[[], Result]) -> Result:
+        console.print(f"[bold]{name}[/bold] …", highlight=False)
+        try:
+            res = fn()
+        except Exception as exc:  # a harness-side failure must not lose the other cases
+            res = Result(name, error=f"harness: {type(exc).__name__}: {exc}")
+        secs = f"{res.seconds:.2f} s" if res.seconds is not None else "—"
+        console.print(f"  {secs}, peak {res.peak_mb or 0:.0f} MB" + (f"  [red]{res.error}[/red]" if res.error else ""),
+                      highlight=False)
+        results.append(res)
+        return res
+
+    if "limit" in cases:
+        step("limit", lambda: run_limit(rows))
+    for backend in ("connectorx", "pyarrow"):
+        if f"dlt-{backend}" in cases:
+            step(f"dlt-{backend}", lambda backend=backend: run_dlt(backend, rows))
+    want_incr = {"datazones-incremental", "datazones-noop"} & set(cases)
+    if "datazones-full" in cases or want_incr:
+        holder: dict[str, Any] = {}
+
+        def full() -> Result:
+            res, holder["folder"], holder["env"] = run_zones_full(rows, "datazones-full")
+            return res
+
+        full_res = step("datazones-full", full)
+        if want_incr:
+            console.print("[bold]datazones-incremental + datazones-noop[/bold] (1 % churn) …")
+            if full_res.error:
+                results += [Result(c, error="skipped: datazones-full failed", full_load=False)
+                            for c in ("datazones-incremental", "datazones-noop")]
+            else:
+                try:
+                    pair = run_zones_incremental(rows, holder["folder"], holder["env"])
+                except Exception as exc:
+                    pair = [Result(c, error=f"harness: {type(exc).__name__}: {exc}", full_load=False)
+                            for c in ("datazones-incremental", "datazones-noop")]
+                for r in pair:
+                    console.print(f"  {r.case}: {r.seconds or 0:.2f} s" + (f"  [red]{r.error}[/red]" if r.error
+                                                                           else ""), highlight=False)
+                results += pair
+    if "datazones-full-big" in cases:
+        setup_secs = data.ensure_table(args.big_rows, setup)
+        console.print(f"  big table ready ({setup_secs:.1f} s)", highlight=False)
+        step(f"datazones-full {_m(args.big_rows)}",
+             lambda: run_zones_full(args.big_rows, "datazones-full-big")[0])
+    return results
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def ratios(res: Result, by: dict[str, Result]) -> dict[str, float | None]:
+    if not res.full_load:
+        return dict.fromkeys(PEERS)
+    return {p: _ratio(res.rate, by[p].rate if p in by else None) for p in PEERS}
+
+
+def bars(results: list[Result], rows: int, big_rows: int) -> list[dict[str, Any]]:
+    by = {r.case: r for r in results}
+    full, big = by.get("datazones-full"), next((r for r in results if r.case.startswith("datazones-full ")), None)
+    inc, noop = by.get("datazones-incremental"), by.get("datazones-noop")
+    out: list[dict[str, Any]] = []
+
+    def bar(name: str, value: float | None, ok: Callable[[float], bool], shown: str, missing: str) -> None:
+        status = "SKIP" if value is None else ("PASS" if ok(value) else "FAIL")
+        out.append({"bar": name, "status": status, "value": value, "detail": shown if value is not None else missing})
+
+    def ok_rate(r: Result | None) -> float | None:
+        return r.rate if r and not r.error else None
+
+    for peer, need in (("dlt-connectorx", 1.0), ("dlt-pyarrow", 3.0)):
+        v = _ratio(ok_rate(full), ok_rate(by.get(peer)))
+        bar(f"full promote ≥ {need:g}× {peer} throughput", v, lambda x, need=need: x >= need,
+            f"{v or 0:.2f}×", f"needs datazones-full and {peer}")
+    v = (inc.seconds / full.seconds if inc and full and not inc.error and not full.error and inc.seconds
+         and full.seconds else None)
+    bar("incremental (1 %) ≤ 5 % of full-load time", v, lambda x: x <= 0.05,
+        f"{(v or 0) * 100:.1f} % ({inc.seconds if inc else 0:.2f} s vs {full.seconds if full else 0:.2f} s)",
+        "needs datazones-full and datazones-incremental")
+    v = noop.seconds if noop and not noop.error else None
+    bar("no-op ≤ 2 s", v, lambda x: x <= 2.0, f"{v or 0:.2f} s", "needs datazones-noop")
+    zs = [r for r in results if r.case.startswith("datazones") and not r.error and r.peak_mb]
+    v = max((r.peak_mb for r in zs if r.peak_mb), default=None)
+    worst = max(zs, key=lambda r: r.peak_mb or 0).case if zs else ""
+    bar(f"peak RSS ≤ {RSS_LIMIT_MB:g} MB", v, lambda x: x <= RSS_LIMIT_MB, f"{v or 0:.0f} MB ({worst})",
+        "needs a datazones case")
+    v = _ratio(big.peak_mb if big and not big.error else None, full.peak_mb if full and not full.error else None)
+    bar(f"RSS {_m(big_rows)} within ±15 % of {_m(rows)}", v, lambda x: abs(x - 1) <= 0.15,
+        f"{(big.peak_mb or 0) if big else 0:.0f} MB vs {(full.peak_mb or 0) if full else 0:.0f} MB = {v or 0:.2f}×",
+        "needs datazones-full and the big table (not --skip-big)")
+    return out
+
+
+def render(results: list[Result], checks: list[dict[str, Any]]) -> None:
+    by = {r.case: r for r in results}
+    t = Table(title="hot → warm: PostgreSQL → Delta (wall time of a fresh process; ratios = throughput ÷ peer's)")
+    for c in ("case", "rows", "seconds", "rows/s", "peak RSS MB", "vs dlt-connectorx", "vs dlt-pyarrow", "vs limit"):
+        t.add_column(c, justify="left" if c == "case" else "right")
+    for r in results:
+        rat = ratios(r, by)
+        cells = [f"{x:.2f}×" if x else "—" for x in rat.values()]
+        if r.error:
+            t.add_row(r.case, f"{r.rows:,}" if r.rows else "—", f"{r.seconds:.2f}" if r.seconds else "—", "—",
+                      f"{r.peak_mb:.0f}" if r.peak_mb else "—", f"[red]{r.error[:110]}[/red]", "", "")
+            continue
+        t.add_row(r.case, f"{r.rows:,}" if r.rows is not None else "—", f"{r.seconds:.2f}" if r.seconds else "—",
+                  f"{r.rate:,.0f}" if r.rate else "—", f"{r.peak_mb:.0f}" if r.peak_mb else "—", *cells)
+    console.print(t)
+    for r in results:
+        rep = r.detail.get("report")
+        if rep and rep.get("timings"):
+            parts = " · ".join(f"{k} {v:.2f}" for k, v in rep["timings"].items())
+            console.print(f"  {r.case} ({rep.get('mode')}, {rep.get('batches')} batches) in-process s: {parts}",
+                          highlight=False)
+    colour = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
+    for b in checks:
+        console.print(f"[{colour[b['status']]}]{b['status']}[/] {b['bar']}: {b['detail']}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    started = datetime.now(UTC)
+    WORK.mkdir(parents=True, exist_ok=True)
+    setup: list[str] = []
+    if {"limit", "dlt-connectorx", "dlt-pyarrow", "datazones-full", "datazones-incremental",
+            "datazones-noop"} & set(args.cases):
+        data.ensure_table(args.rows, setup)
+    site = next((REPO / ".venv" / "lib").glob("python3*/site-packages"), None)
+    secs = warm_bytecode(PY, [p for p in (site, *(REPO / n for n in ("zones", "lifecycle", "quality", "lineage",
+                                                                     "catalog", "tests"))) if p and p.exists()])
+    setup.append(f"bytecode cache {PYCACHE}: ready in {secs:.1f} s")
+    for line in setup:
+        console.print(f"[dim]{line}[/dim]", highlight=False)
+    t0 = time.perf_counter()
+    results = run_cases(args, setup)
+    checks = bars(results, args.rows, args.big_rows)
+    render(results, checks)
+    by = {r.case: r for r in results}
+    doc = {"started": started.isoformat(), "seconds": round(time.perf_counter() - t0, 1),
+           "rows": args.rows, "big_rows": args.big_rows, "cases": args.cases, "setup": setup,
+           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": python_version()},
+           "results": [{**r.to_dict(), "ratios": ratios(r, by)} for r in results], "bars": checks}
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2, default=str, ensure_ascii=False)
+    console.print(f"[dim]results → {out}[/dim]", highlight=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, write_project
+from zones.config import load
+from zones.durations import Duration
+from zones.errors import ConfigError
+
+
+def _bad(tmp_path: Path, old: str, new: str) -> str:
+    text = (REPO / "zones.yaml").read_text(encoding="utf-8")
+    assert old in text
+    p = tmp_path / "zones.yaml"
+    p.write_text(text.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load(p, env={})
+    return str(exc.value)
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def test_example_loads_with_every_dataset() -> None:
+    p = load(REPO / "zones.yaml", env={})
+    assert set(p.config.datasets) == {"individ", "arende", "beslut", "utbetalning", "lakarintyg", "agi_iu"}
+    utb = p.dataset("utbetalning")
+    assert utb.columns["konto"].warm == "pseudonymise" and utb.columns["konto"].sealed is True
+    assert utb.retention.hot.keep == Duration(months=13)
+    assert p.hot_url.startswith("sqlite:////") and p.hot_url.endswith(".datazones/hot.db")
+
+
+def test_unknown_key_names_file_line_path_and_allowed_keys(tmp_path: Path) -> None:
+    msg = _bad(tmp_path, "    business_date: utbetald", "    busines_date: utbetald")
+    line = _line_of((tmp_path / "zones.yaml").read_text(), "busines_date")
+    assert f"zones.yaml:{line}: datasets.utbetalning.busines_date: unknown key 'busines_date'" in msg
+    assert "did you mean 'business_date'" in msg and "allowed keys here:" in msg and "watermark" in msg
+
+
+def test_disposal_without_basis_is_refused(tmp_path: Path) -> None:
+    msg = _bad(tmp_path, 'cold: {action: dispose, after: P10Y, basis: "RA-MS (placeholder)"}',
+               "cold: {action: dispose, after: P10Y}")
+    assert "datasets.lakarintyg.retention.cold.basis" in msg and "missing" in msg
+
+
+def test_raw_direct_identifier_in_warm_is_refused(tmp_path: Path) -> None:
+    msg = _bad(tmp_path, "konto: {class: direct, warm: pseudonymise, sealed: true",
+               "konto: {class: direct, warm: keep")
+    assert "datasets.utbetalning.columns.konto" in msg and "may not reach the warm zone raw" in msg
+
+
+def test_lossy_policy_must_say_whether_sealed(tmp_path: Path) -> None:
+    msg = _bad(tmp_path, "fornamn: {class: direct, warm: drop, sealed: true}", "fornamn: {class: direct, warm: drop}")
+    assert "datasets.individ.columns.fornamn" in msg and "sealed: true" in msg and "basis" in msg
+
+
+def test_bad_duration_and_bad_enum(tmp_path: Path) -> None:
+    assert "not an ISO-8601 duration" in _bad(tmp_path, "hot: {keep: P13M}", "hot: {keep: 13 months}")
+    msg = _bad(tmp_path, "partition_by: none", "partition_by: weekly")
+    assert "datasets.individ.partition_by" in msg and "'year', 'month' or 'none'" in msg
+
+
+def test_identifiers_cannot_inject_sql_or_escape(tmp_path: Path) -> None:
+    msg = _bad(tmp_path, "    table: utbetalning", '    table: "utbetalning; DROP TABLE individ"')
+    assert "not a safe SQL identifier" in msg
+    msg = _bad(tmp_path, "  utbetalning:\n", "  ../../etc:\n")
+    assert "not a safe SQL identifier" in msg
+
+
+def test_credentials_in_yaml_are_refused(tmp_path: Path) -> None:
+    path = write_project(tmp_path, edit=lambda raw: raw.update(
+        warm={"provider": "s3", "uri": "s3://b/warm", "storage_options": {"AWS_SECRET_ACCESS_KEY": "x"}}))
+    with pytest.raises(ConfigError, match="look like credentials"):
+        load(path, env={})
+
+
+def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
+    p = tmp_path / "zones.yaml"
+    p.write_text("version: 1\ndatasets:\n  a: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"zones.yaml:\d+: not valid YAML"):
+        load(p, env={})
+
+
+def test_precedence_explicit_over_env_over_yaml(tmp_path: Path) -> None:
+    path = write_project(tmp_path, hot_url="sqlite:///from-yaml.db")
+    assert load(path, env={}).hot_url.endswith("from-yaml.db")
+    env = {"DATAZONES__HOT__URL": "postgresql+psycopg://u@h/db", "DATAZONES__DEFAULTS__BATCH_ROWS": "1234"}
+    p = load(path, env=env)
+    assert p.hot_url == "postgresql+psycopg://u@h/db" and p.config.defaults.batch_rows == 1234
+    assert p.env_applied == ("DATAZONES__DEFAULTS__BATCH_ROWS", "DATAZONES__HOT__URL")
+    p = load(path, env=env, overrides={"hot.url": "sqlite:///explicit.db"})
+    assert p.hot_url.endswith("explicit.db")
+
+
+def test_env_override_is_validated_too(tmp_path: Path) -> None:
+    path = write_project(tmp_path)
+    with pytest.raises(ConfigError, match="defaults.batch_rows"):
+        load(path, env={"DATAZONES__DEFAULTS__BATCH_ROWS": "-5"})
+
+
+def test_models_are_frozen() -> None:
+    p = load(REPO / "zones.yaml", env={})
+    with pytest.raises(Exception, match="frozen"):
+        p.config.dataset("utbetalning").table = "x"  # type: ignore[misc]
+
+
+def test_duration_calendar_arithmetic() -> None:
+    from datetime import date
+
+    assert Duration.parse("P13M").add_to(date(2024, 1, 31)) == date(2025, 2, 28)
+    assert Duration.parse("P1Y").add_to(date(2024, 2, 29)) == date(2025, 2, 28)
+    assert Duration.parse("PT5M").timedelta.total_seconds() == 300
+    with pytest.raises(ValueError):
+        Duration.parse("P")

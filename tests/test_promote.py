@@ -1,0 +1,169 @@
+"""Promotion hot → warm against real SQLite and PostgreSQL hot stores, real Delta on disk."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from lifecycle import demo
+from lifecycle.ledger import Ledger
+from lifecycle.locks import writer_lock
+from lifecycle.promote import promote
+from lifecycle.warm import WarmTable
+from tests.conftest import write_project
+from tests.helpers import assert_warm_matches_hot
+from zones.config import Project, load
+from zones.errors import LockHeldError, MissingSecretError, SchemaChangeError
+from zones.hot import make_engine
+
+AS_OF = datetime(2026, 1, 1, tzinfo=UTC)
+ALL = ["individ", "arende", "beslut", "utbetalning", "lakarintyg", "agi_iu"]
+
+
+def seeded_project(backend: dict[str, str], tmp_path: Path, **kw: object) -> Project:
+    path = write_project(tmp_path, hot_url=backend["hot"], ledger_url=backend["ledger"], **kw)  # type: ignore[arg-type]
+    project = load(path, env={})
+    eng = make_engine(project.hot_url)
+    demo.create_schema(eng)
+    demo.seed(eng, scale=1, as_of=AS_OF - timedelta(hours=1), seed=42)
+    eng.dispose()
+    return project
+
+
+def test_full_incremental_and_noop_keep_warm_equal_to_hot(backend: dict[str, str], tmp_path: Path) -> None:
+    project = seeded_project(backend, tmp_path)
+    for name in ALL:
+        rep = promote(project, name, as_of=AS_OF, batch_rows=3000)
+        assert rep.mode == "full" and rep.rows_read == rep.rows_written > 0 and rep.rows_quarantined == 0
+        assert rep.key_id and rep.delta_version is not None and rep.bytes_written > 0
+        assert assert_warm_matches_hot(project, name) == rep.rows_written
+    eng = make_engine(project.hot_url)
+    changed = demo.churn(eng, as_of=AS_OF + timedelta(days=1), seed=3, fraction=0.05)
+    eng.dispose()
+    assert sum(changed.values()) > 0
+    run2 = AS_OF + timedelta(days=1, hours=1)
+    reports = {name: promote(project, name, as_of=run2) for name in ALL}
+    assert all(r.mode == "incremental" for r in reports.values())
+    assert reports["utbetalning"].rows_read > 0 and reports["arende"].rows_read > 0
+    for name in ALL:
+        assert_warm_matches_hot(project, name)
+    again = promote(project, "utbetalning", as_of=run2)
+    assert again.mode == "noop" and again.rows_read == 0
+    ledger = Ledger(project.ledger_url)
+    assert ledger.verify() == []
+    assert ledger.watermark("utbetalning") == (run2 - timedelta(minutes=2)).isoformat()
+
+
+def test_warm_is_partitioned_zstd_with_change_data_feed(tmp_path: Path) -> None:
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = seeded_project(backend, tmp_path, datasets=["utbetalning"])
+    promote(project, "utbetalning", as_of=AS_OF)
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(project.warm_table_uri("utbetalning"))
+    assert dt.metadata().partition_columns == ["_dz_period"]
+    assert dt.metadata().configuration["delta.enableChangeDataFeed"] == "true"
+    import pyarrow.parquet as pq
+
+    f = next(Path(project.warm_table_uri("utbetalning")).rglob("*.parquet"))
+    assert pq.ParquetFile(f).metadata.row_group(0).column(0).compression == "ZSTD"
+    years = {int(p.name.split("=")[1]) for p in Path(project.warm_table_uri("utbetalning")).glob("_dz_period=*")}
+    assert len(years) >= 12  # the demo spans at least 12 years of payments
+    # readable without datazones: DuckDB over deltalake's Arrow dataset
+    import duckdb
+
+    utb = dt.to_pyarrow_dataset()  # noqa: F841
+    n = duckdb.sql("SELECT count(*) FROM utb").fetchall()
+    assert n[0][0] == WarmTable(project.warm_table_uri("utbetalning")).count()
+
+
+def test_bad_rows_go_to_quarantine_with_reason_and_nothing_is_lost(tmp_path: Path) -> None:
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = seeded_project(backend, tmp_path, datasets=["utbetalning"])
+    eng = make_engine(project.hot_url)
+    with eng.begin() as c:  # SQLite lets wrong types and NULLs through: exactly what a gate is for
+        c.execute(sa.text("PRAGMA foreign_keys=OFF"))
+        c.execute(sa.text("UPDATE utbetalning SET brutto_sek = 'tolv' WHERE utbetalning_id = "
+                          "(SELECT min(utbetalning_id) FROM utbetalning)"))
+        c.execute(sa.text("INSERT INTO utbetalning (utbetalning_id, beslut_id, individ_id, utbetald, konto, "
+                          "status, andrad) VALUES (99999999, 1, 1, '2025-13-45', '12345678901', 'PLANERAD', "
+                          "'2025-12-01 00:00:00.000000')"))
+        hot_n = c.execute(sa.text("SELECT count(*) FROM utbetalning")).scalar()
+    eng.dispose()
+    rep = promote(project, "utbetalning", as_of=AS_OF)
+    assert rep.rows_quarantined == 2 and rep.rows_read == hot_n == rep.rows_written + 2
+    assert rep.checks["wrong_type"] == 2 and rep.checks["null_key"] == 0
+    q = WarmTable(project.quarantine_uri("utbetalning")).to_arrow()
+    assert q.column("_dz_reason").to_pylist() == ["wrong_type", "wrong_type"]
+    assert "99999999" in q.column("utbetalning_id").to_pylist()
+    assert set(q.column("_dz_batch").to_pylist()) <= set(rep.batch_ids)
+    assert "konto" not in q.column_names  # the raw row is only inside the sealed _dz_row
+    from lifecycle.protect import unseal
+    from tests.conftest import SEAL_KEY
+
+    rows = unseal(q.column("_dz_row"), bytes.fromhex(SEAL_KEY), aad=b"datazones:utbetalning:_quarantine")
+    assert any('"tolv"' in r for r in rows.to_pylist())
+    assert WarmTable(project.warm_table_uri("utbetalning")).count() == rep.rows_written
+
+
+def test_new_nullable_column_is_added_and_type_change_stops(pg_schema: str, tmp_path: Path) -> None:
+    from tests.conftest import pg_url
+
+    backend = {"hot": pg_url(pg_schema), "ledger": pg_url(pg_schema)}
+    project = seeded_project(backend, tmp_path, datasets=["utbetalning"])
+    promote(project, "utbetalning", as_of=AS_OF)
+    eng = make_engine(project.hot_url)
+    with eng.begin() as c:
+        c.execute(sa.text("ALTER TABLE utbetalning ADD COLUMN referens VARCHAR(30)"))
+        c.execute(sa.text("UPDATE utbetalning SET referens = 'OCR' || utbetalning_id, andrad = :t "
+                          "WHERE utbetalning_id % 10 = 0"), {"t": AS_OF + timedelta(hours=1)})
+    rep = promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=2))
+    assert rep.new_columns == ["referens"] and rep.rows_written > 0
+    t = WarmTable(project.warm_table_uri("utbetalning")).to_arrow(columns=["utbetalning_id", "referens"])
+    filled = [r for r in t.to_pylist() if r["referens"] is not None]
+    assert filled and all(r["referens"] == f"OCR{r['utbetalning_id']}" for r in filled)
+    assert len(filled) < t.num_rows  # old rows read null
+    with eng.begin() as c:
+        c.execute(sa.text("ALTER TABLE utbetalning ALTER COLUMN brutto_sek TYPE varchar(20)"))
+        c.execute(sa.text("UPDATE utbetalning SET andrad = :t WHERE utbetalning_id % 7 = 0"),
+                  {"t": AS_OF + timedelta(hours=3)})
+    eng.dispose()
+    before = WarmTable(project.warm_table_uri("utbetalning")).version()
+    with pytest.raises(SchemaChangeError, match=r"'brutto_sek'.*warm has int32, hot now gives string"):
+        promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=4))
+    assert WarmTable(project.warm_table_uri("utbetalning")).version() == before
+
+
+def test_missing_key_fails_closed_before_any_write(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = seeded_project(backend, tmp_path, datasets=["utbetalning"])
+    monkeypatch.delenv("DATAZONES_PSEUDONYM_KEY")
+    with pytest.raises(MissingSecretError, match="DATAZONES_PSEUDONYM_KEY"):
+        promote(project, "utbetalning", as_of=AS_OF)
+    assert not WarmTable(project.warm_table_uri("utbetalning")).exists()
+    assert Ledger(project.ledger_url).last_batch("utbetalning") is None
+
+
+def test_second_writer_is_refused_while_the_lock_is_held(backend: dict[str, str], tmp_path: Path) -> None:
+    project = seeded_project(backend, tmp_path, datasets=["utbetalning"])
+    ledger = Ledger(project.ledger_url)
+    with writer_lock(ledger.engine, "warm.utbetalning"), pytest.raises(LockHeldError, match="another run"):
+        promote(project, "utbetalning", as_of=AS_OF)
+    assert promote(project, "utbetalning", as_of=AS_OF).rows_written > 0  # released
+
+
+def test_validate_live_names_missing_column_and_line(tmp_path: Path) -> None:
+    from zones.validate import validate_live
+
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    seeded_project(backend, tmp_path)
+    path = write_project(tmp_path, hot_url=backend["hot"], ledger_url=backend["ledger"], edit=lambda raw: raw[
+        "datasets"]["utbetalning"]["columns"].update(kontonr=raw["datasets"]["utbetalning"]["columns"].pop("konto")))
+    findings = validate_live(load(path, env={}))
+    errors = [f for f in findings if f.level == "error"]
+    assert len(errors) == 1 and "'kontonr' does not exist in hot table 'utbetalning'" in errors[0].message
+    assert errors[0].key_path == "datasets.utbetalning.columns.kontonr" and ":" in errors[0].where
+    assert any("'konto'" in f.message and f.level == "warning" for f in findings)

@@ -1,0 +1,277 @@
+"""Tests for lifecycle.protect: pseudonyms equal the hmac reference, seals follow AES-CTR-HMAC exactly, tampering
+is caught, keys load fail-closed without leaking key material."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import hashlib
+import hmac
+import os
+import random
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from lifecycle.protect import Keys, canonical_text, load_keys, pseudonymise, seal, unseal
+from zones.errors import IntegrityError, MissingSecretError
+
+KEY = bytes(range(32))
+SEAL_KEY = bytes(range(100, 132))
+AAD = b"table=people;column=pnr"
+MIXED = ["", "åäö 🙂 Ünïcødé", None, "198001011234", "x" * 1024, "\\x41 not an escape", "0123456789abcdef", "a"]
+
+
+def ref_hmac(key: bytes, text: str | None) -> str | None:
+    return None if text is None else hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def flip(sealed: pa.Array, row: int, byte: int) -> pa.Array:
+    values = sealed.to_pylist()
+    b = bytearray(values[row])
+    b[byte] ^= 0x01
+    values[row] = bytes(b)
+    return pa.array(values, pa.binary())
+
+
+# --- canonical text -------------------------------------------------------------------------------------------
+
+def test_canonical_text_per_type() -> None:
+    cases = [
+        (pa.array([0, -5, None, 9_223_372_036_854_775_807], pa.int64()), ["0", "-5", None, "9223372036854775807"]),
+        (pa.array([7], pa.uint8()), ["7"]),
+        (pa.array(["a", "", None]), ["a", "", None]),
+        (pa.array([dt.date(2024, 1, 2), dt.date(1, 1, 1)]), ["2024-01-02", "0001-01-01"]),
+        (pa.array([dt.datetime(2024, 1, 2, 3, 4, 5)], pa.timestamp("s")), ["2024-01-02T03:04:05.000000+00:00"]),
+        (pa.array([dt.datetime(2024, 1, 2, 3, 4, 5, 7)], pa.timestamp("us")), ["2024-01-02T03:04:05.000007+00:00"]),
+        (pa.array([dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)], pa.timestamp("ns", "Europe/Stockholm")),
+         ["2024-01-02T03:04:05.000000+00:00"]),
+        (pa.array([decimal.Decimal("1.50"), decimal.Decimal("-0.001")], pa.decimal128(10, 3)), ["1.500", "-0.001"]),
+        (pa.array([True, False, None]), ["true", "false", None]),
+        (pa.array(["b", "a", "b"]).dictionary_encode(), ["b", "a", "b"]),
+    ]
+    for arr, expected in cases:
+        out = canonical_text(arr)
+        assert pa.types.is_string(out.type) or pa.types.is_large_string(out.type), arr.type
+        assert out.to_pylist() == expected, arr.type
+
+
+def test_canonical_text_chunked_and_unsupported() -> None:
+    out = canonical_text(pa.chunked_array([[1, 2], [None, 3]]))
+    assert isinstance(out, pa.ChunkedArray)
+    assert out.to_pylist() == ["1", "2", None, "3"]
+    with pytest.raises(TypeError, match="double"):
+        canonical_text(pa.array([1.5]))
+
+
+# --- pseudonymise ---------------------------------------------------------------------------------------------
+
+def test_pseudonymise_equals_python_hmac_on_strings() -> None:
+    out = pseudonymise(pa.array(MIXED), KEY)
+    assert isinstance(out, pa.Array)
+    assert out.to_pylist() == [ref_hmac(KEY, v) for v in MIXED]
+    assert out[3].as_py() == hmac.new(KEY, b"198001011234", hashlib.sha256).hexdigest()
+
+
+def test_pseudonymise_equals_python_hmac_on_ints_dates_timestamps() -> None:
+    ints = [0, -1, 198001011234, None, 2**63 - 1]
+    assert pseudonymise(pa.array(ints, pa.int64()), KEY).to_pylist() == [
+        ref_hmac(KEY, None if v is None else str(v)) for v in ints]
+    dates = [dt.date(1980, 1, 1), None, dt.date(2024, 2, 29)]
+    assert pseudonymise(pa.array(dates), KEY).to_pylist() == [
+        ref_hmac(KEY, None if d is None else d.isoformat()) for d in dates]
+    ts = pa.array([dt.datetime(2024, 1, 2, 3, 4, 5, 6)], pa.timestamp("us"))
+    assert pseudonymise(ts, KEY)[0].as_py() == ref_hmac(KEY, "2024-01-02T03:04:05.000006+00:00")
+
+
+def test_pseudonymise_keeps_row_order_on_many_rows_and_chunks() -> None:
+    rng = random.Random(5)
+    values = [str(rng.randrange(10**11, 10**12)) for _ in range(60_000)]
+    chunked = pa.chunked_array([values[:25_000], values[25_000:]])
+    out = pseudonymise(chunked, KEY)
+    assert isinstance(out, pa.ChunkedArray)
+    flat = out.to_pylist()
+    for i in [*rng.sample(range(len(values)), 500), 0, len(values) - 1]:
+        assert flat[i] == ref_hmac(KEY, values[i])
+
+
+def test_pseudonymise_key_handling() -> None:
+    long_key = os.urandom(100)  # longer than the SHA-256 block: HMAC hashes it first
+    assert pseudonymise(pa.array(["x"]), long_key)[0].as_py() == ref_hmac(long_key, "x")
+    assert pseudonymise(pa.array(["x"]), KEY)[0].as_py() != pseudonymise(pa.array(["x"]), SEAL_KEY)[0].as_py()
+    with pytest.raises(ValueError, match="32 bytes"):
+        pseudonymise(pa.array(["x"]), b"short")
+    assert len(pseudonymise(pa.array([], pa.string()), KEY)) == 0
+
+
+# --- seal / unseal --------------------------------------------------------------------------------------------
+
+def test_seal_round_trip_mixed_strings() -> None:
+    sealed = seal(pa.array(MIXED), SEAL_KEY, aad=AAD)
+    assert pa.types.is_binary(sealed.type)
+    assert sealed.null_count == 1 and sealed[2].as_py() is None
+    assert [None if v is None else len(v) for v in sealed.to_pylist()] == [
+        None if v is None else len(v.encode()) + 33 for v in MIXED]
+    out = unseal(sealed, SEAL_KEY, aad=AAD)
+    assert pa.types.is_string(out.type)
+    assert out.to_pylist() == MIXED
+
+
+def test_seal_round_trip_ints_dates_and_chunks() -> None:
+    ints = pa.chunked_array([[1, -2, None], [198001011234, 0]])
+    assert unseal(seal(ints, SEAL_KEY, aad=AAD), SEAL_KEY, aad=AAD).to_pylist() == [
+        "1", "-2", None, "198001011234", "0"]
+    dates = pa.array([dt.date(2020, 5, 17), None, dt.date(1999, 12, 31)])
+    assert unseal(seal(dates, SEAL_KEY, aad=AAD), SEAL_KEY, aad=AAD).to_pylist() == [
+        "2020-05-17", None, "1999-12-31"]
+    assert unseal(seal(pa.array([None, None], pa.string()), SEAL_KEY, aad=AAD), SEAL_KEY, aad=AAD).to_pylist() == [
+        None, None]
+    assert len(unseal(seal(pa.array([], pa.string()), SEAL_KEY, aad=AAD), SEAL_KEY, aad=AAD)) == 0
+
+
+def test_seal_round_trip_many_variable_and_fixed_lengths() -> None:
+    rng = random.Random(11)
+    variable = ["".join(rng.choice("abcåä€🙂") for _ in range(rng.randrange(0, 70))) for _ in range(20_000)]
+    fixed = [f"{rng.randrange(10**11, 10**12)}" for _ in range(20_000)]
+    for values in (variable, fixed):
+        assert unseal(seal(pa.array(values), SEAL_KEY, aad=AAD), SEAL_KEY, aad=AAD).to_pylist() == values
+
+
+def test_unseal_subset_in_shuffled_order() -> None:
+    values = [f"value-{i}-" + "z" * (i % 40) for i in range(500)]
+    sealed = seal(pa.array(values), SEAL_KEY, aad=AAD)
+    picks = random.Random(3).sample(range(500), 123)
+    assert unseal(sealed.take(pa.array(picks)), SEAL_KEY, aad=AAD).to_pylist() == [values[i] for i in picks]
+    assert unseal(sealed.slice(400, 7), SEAL_KEY, aad=AAD).to_pylist() == values[400:407]
+
+
+def test_seal_follows_aes_ctr_hmac_construction_exactly() -> None:
+    """Recompute every byte with cryptography + hmac: HKDF labels, IV layout, CTR, tag input, truncation."""
+    values = ["", "a", "exactly sixteen!", "seventeen bytes!!", "åäö" * 50]
+    sealed = seal(pa.array(values), SEAL_KEY, aad=AAD).to_pylist()
+    enc_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"datazones/seal/v1/aes-256-ctr").derive(SEAL_KEY)
+    mac_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"datazones/seal/v1/hmac-sha256").derive(SEAL_KEY)
+    assert enc_key != mac_key
+    prefixes = set()
+    for i, (value, blob) in enumerate(zip(values, sealed, strict=True)):
+        assert blob[0] == 0x01
+        iv, ct, tag = blob[1:17], blob[17:-16], blob[-16:]
+        prefixes.add(iv[:8])
+        assert iv[8:12] == i.to_bytes(4, "big") and iv[12:] == b"\0\0\0\0"
+        ctr = Cipher(algorithms.AES(enc_key), modes.CTR(iv)).encryptor()
+        assert ct == ctr.update(value.encode()) + ctr.finalize()
+        mac_input = b"\x01" + iv + len(AAD).to_bytes(8, "big") + AAD + ct
+        assert tag == hmac.new(mac_key, mac_input, hashlib.sha256).digest()[:16]
+    assert len(prefixes) == 1  # one random prefix per call
+
+
+def test_unknown_version_is_rejected_even_with_a_valid_tag() -> None:
+    blob = seal(pa.array(["x"]), SEAL_KEY, aad=AAD)[0].as_py()
+    mac_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"datazones/seal/v1/hmac-sha256").derive(SEAL_KEY)
+    body = b"\x02" + blob[1:-16]
+    ct = body[17:]
+    tag = hmac.new(mac_key, body[:17] + len(AAD).to_bytes(8, "big") + AAD + ct, hashlib.sha256).digest()[:16]
+    with pytest.raises(IntegrityError, match="1 of 1"):
+        unseal(pa.array([body + tag], pa.binary()), SEAL_KEY, aad=AAD)
+
+
+def test_two_seals_of_same_value_differ() -> None:
+    a = seal(pa.array(["198001011234"]), SEAL_KEY, aad=AAD)[0].as_py()
+    b = seal(pa.array(["198001011234"]), SEAL_KEY, aad=AAD)[0].as_py()
+    assert a != b and a[1:9] != b[1:9]
+    assert b"198001011234" not in a
+
+
+@pytest.mark.parametrize(("byte", "what"), [(0, "version"), (5, "iv"), (20, "ct"), (-1, "tag"), (-16, "tag start")])
+def test_tampering_is_detected(byte: int, what: str) -> None:
+    values = ["alpha", None, "198001011234", "gamma"]
+    sealed = seal(pa.array(values), SEAL_KEY, aad=AAD)
+    assert unseal(sealed, SEAL_KEY, aad=AAD).to_pylist() == values
+    tampered = flip(sealed, 2, byte if byte >= 0 else len(sealed[2].as_py()) + byte)
+    with pytest.raises(IntegrityError) as err:
+        unseal(tampered, SEAL_KEY, aad=AAD)
+    msg = str(err.value)
+    assert "1 of 4 sealed values failed authentication" in msg and "first failing index 2" in msg, what
+    assert "198001011234" not in msg
+
+
+def test_wrong_key_wrong_aad_and_malformed_are_rejected() -> None:
+    sealed = seal(pa.array(["a", "b", "c"]), SEAL_KEY, aad=AAD)
+    with pytest.raises(IntegrityError, match=r"3 of 3 .* first failing index 0"):
+        unseal(sealed, os.urandom(32), aad=AAD)
+    with pytest.raises(IntegrityError, match="3 of 3"):
+        unseal(sealed, SEAL_KEY, aad=AAD + b"x")
+    with pytest.raises(IntegrityError, match="3 of 3"):
+        unseal(sealed, SEAL_KEY, aad=b"")
+    short = pa.array([sealed[0].as_py(), sealed[1].as_py()[:32], sealed[2].as_py()], pa.binary())
+    with pytest.raises(IntegrityError, match=r"1 of 3 sealed values are malformed.*index 1"):
+        unseal(short, SEAL_KEY, aad=AAD)
+    with pytest.raises(TypeError):
+        unseal(pa.array(["not binary"]), SEAL_KEY, aad=AAD)
+    with pytest.raises(ValueError, match="32 bytes"):
+        seal(pa.array(["a"]), b"k" * 16, aad=AAD)
+
+
+def test_seal_keystream_covers_many_blocks() -> None:
+    """Ciphertext of a long value is not a repeated block: every 16-byte block has its own counter."""
+    sealed = seal(pa.array(["\0" * 4096]), SEAL_KEY, aad=AAD)[0].as_py()
+    blocks = np.frombuffer(sealed[17:-16], np.uint8).reshape(-1, 16)
+    assert len({bytes(b) for b in blocks}) == 256
+
+
+# --- keys -----------------------------------------------------------------------------------------------------
+
+HEX_P = "ab" * 32
+HEX_S = "cd" * 40
+
+
+def test_load_keys_hex_base64_and_ids() -> None:
+    keys = load_keys({"DATAZONES_PSEUDONYM_KEY": HEX_P,
+                      "DATAZONES_SEAL_KEY": "base64:" + base64.b64encode(bytes.fromhex(HEX_S)).decode()},
+                     need_seal=True)
+    assert keys.pseudonym_key == bytes.fromhex(HEX_P)
+    assert keys.seal_key == bytes.fromhex(HEX_S)
+    assert keys.pseudonym_key_id == "k-" + hashlib.sha256(b"datazones-key-id:" + bytes.fromhex(HEX_P)).hexdigest()[:12]
+    assert keys.seal_key_id is not None and keys.seal_key_id.startswith("k-") and len(keys.seal_key_id) == 14
+    named = load_keys({"DATAZONES_PSEUDONYM_KEY": HEX_P, "DATAZONES_PSEUDONYM_KEY_ID": "pnr-2025-01"}, need_seal=False)
+    assert named.pseudonym_key_id == "pnr-2025-01"
+    assert named.seal_key is None and named.seal_key_id is None
+
+
+@pytest.mark.parametrize(("env", "need_seal", "var", "problem"), [
+    ({}, False, "DATAZONES_PSEUDONYM_KEY", "not set"),
+    ({"DATAZONES_PSEUDONYM_KEY": "ab" * 31}, False, "DATAZONES_PSEUDONYM_KEY", "malformed"),
+    ({"DATAZONES_PSEUDONYM_KEY": "zz" * 32}, False, "DATAZONES_PSEUDONYM_KEY", "malformed"),
+    ({"DATAZONES_PSEUDONYM_KEY": "a" * 65}, False, "DATAZONES_PSEUDONYM_KEY", "malformed"),
+    ({"DATAZONES_PSEUDONYM_KEY": "base64:" + base64.b64encode(b"k" * 16).decode()}, False,
+     "DATAZONES_PSEUDONYM_KEY", "too short (16 bytes"),
+    ({"DATAZONES_PSEUDONYM_KEY": "base64:!!notbase64!!"}, False, "DATAZONES_PSEUDONYM_KEY", "not valid base64"),
+    ({"DATAZONES_PSEUDONYM_KEY": HEX_P}, True, "DATAZONES_SEAL_KEY", "not set"),
+    ({"DATAZONES_PSEUDONYM_KEY": HEX_P, "DATAZONES_SEAL_KEY": "12" * 20}, False, "DATAZONES_SEAL_KEY", "malformed"),
+])
+def test_load_keys_errors_explain_the_fix(env: dict[str, str], need_seal: bool, var: str, problem: str) -> None:
+    with pytest.raises(MissingSecretError) as err:
+        load_keys(env, need_seal=need_seal)
+    msg = str(err.value)
+    assert msg.startswith(var) and problem in msg
+    assert "64+ hex" in msg and "base64:" in msg
+    assert 'python -c "import secrets; print(secrets.token_hex(32))"' in msg
+    assert "environment or a secret backend" in msg and "never from a file in the repository" in msg
+    for value in env.values():
+        assert value.removeprefix("base64:") not in msg
+
+
+def test_keys_repr_hides_key_material() -> None:
+    keys = load_keys({"DATAZONES_PSEUDONYM_KEY": HEX_P, "DATAZONES_SEAL_KEY": HEX_S}, need_seal=True)
+    for text in (repr(keys), str(keys), f"{keys}", repr([keys])):
+        assert HEX_P not in text and HEX_S not in text and "abab" not in text and "cdcd" not in text
+        assert str(bytes.fromhex(HEX_P)) not in text
+        assert keys.pseudonym_key_id in text
+    assert isinstance(keys, Keys)
+    with pytest.raises(AttributeError):
+        keys.seal_key = b"x" * 32  # type: ignore[misc]
