@@ -19,6 +19,7 @@ from lifecycle.protect import Keys, canonical_text, pseudonymise, seal
 from lifecycle.transform import ColumnPlan
 from lifecycle.warm import WarmTable
 from zones.errors import MissingSecretError
+from zones.hot import RAW_COLUMN
 from zones.model import Dataset
 
 
@@ -38,7 +39,10 @@ def quarantine_rows(qwarm: WarmTable, dataset: str, ds: Dataset, plans: list[Col
     for k in ds.primary_key:
         col = rows.column(k)
         out[k] = pseudonymise(col, keys.pseudonym_key) if policy.get(k) == "pseudonymise" else canonical_text(col)
-    payload = pa.array([json.dumps(r, default=str, ensure_ascii=False) for r in rows.to_pylist()], pa.string())
+    raw = rows.column(RAW_COLUMN).to_pylist() if RAW_COLUMN in rows.column_names else [None] * rows.num_rows
+    payload = pa.array([r if r is not None else json.dumps({k: v for k, v in row.items() if k != RAW_COLUMN},
+                                                           default=str, ensure_ascii=False)
+                        for r, row in zip(raw, rows.to_pylist(), strict=True)], pa.string())
     n = rows.num_rows
     out["_dz_reason"] = reasons
     out["_dz_batch"] = pa.array([batch_id] * n, pa.string())

@@ -45,9 +45,10 @@ def test_crash_at_point_then_rerun_loses_and_duplicates_nothing(point: str, pg_s
         bad = c.execute(sa.text("UPDATE utbetalning SET utbetald = NULL WHERE utbetalning_id IN (SELECT "
                                 "utbetalning_id FROM utbetalning ORDER BY utbetalning_id LIMIT 3 OFFSET 900) "
                                 "RETURNING utbetalning_id")).scalars().all()
+        bad = list(bad)
     eng.dispose()
     # full load: die at the 2nd hit of the point (mid-run, after some pages committed)
-    nth = "1" if point == "after_last_page" else "2"
+    nth = "1" if point in ("after_last_page", "after_quarantine") else "2"
     crashed = _run(cfg, AS_OF.isoformat(), f"{point}:{nth}")
     assert crashed.returncode == 137, crashed.stderr[-2000:]
     rerun = _run(cfg, AS_OF.isoformat(), None)
@@ -56,6 +57,10 @@ def test_crash_at_point_then_rerun_loses_and_duplicates_nothing(point: str, pg_s
     # incremental: churn, die again, rerun
     eng = make_engine(project.hot_url)
     demo.churn(eng, as_of=AS_OF + timedelta(days=1), seed=5, fraction=0.3)
+    with eng.begin() as c:  # and one more contract failure inside the incremental window
+        bad += c.execute(sa.text("UPDATE utbetalning SET utbetald = NULL, andrad = :t WHERE utbetalning_id = "
+                                 "(SELECT max(utbetalning_id) FROM utbetalning) RETURNING utbetalning_id"),
+                         {"t": AS_OF + timedelta(days=1)}).scalars().all()
     eng.dispose()
     later = (AS_OF + timedelta(days=1, hours=1)).isoformat()
     crashed = _run(cfg, later, f"{point}:1")

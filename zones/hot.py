@@ -11,6 +11,7 @@ quoted by SQLAlchemy's dialect: a name from config can neither inject SQL nor es
 from __future__ import annotations
 
 from collections.abc import Sequence
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,6 +23,9 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from zones.errors import ConfigError
+
+
+RAW_COLUMN = "_dz_raw"  # set on rows whose values could not be read as their declared type
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -96,9 +100,14 @@ def _to_arrow_sqlite(rows: Sequence[Sequence[Any]], names: list[str], types: dic
         arrays.append(arr)
         if flags is not None:
             bad = flags if bad is None else pc.or_(bad, flags)
+    table = pa.table(arrays, names=names)
     if bad is None:
-        bad = pa.array([False] * len(rows), pa.bool_())
-    return pa.table(arrays, names=names), bad
+        return table, pa.array([False] * len(rows), pa.bool_())
+    # Keep the raw values of flagged rows (as JSON text) so quarantine holds what the source really had.
+    flags = bad.to_pylist()
+    raw = [json.dumps(dict(zip(names, r, strict=True)), default=str, ensure_ascii=False) if f else None
+           for r, f in zip(rows, flags, strict=True)]
+    return table.append_column(RAW_COLUMN, pa.array(raw, pa.string())), bad
 
 
 def _convert_strict(vals: list[Any], target: pa.DataType) -> pa.Array:

@@ -29,7 +29,14 @@ def _duration(value: Any) -> Duration:
     return value if isinstance(value, Duration) else Duration.parse(str(value))
 
 
+def _option_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
 Ident = Annotated[str, BeforeValidator(_ident)]
+OptionText = Annotated[str, BeforeValidator(_option_text)]
 Dur = Annotated[Duration, BeforeValidator(_duration), PlainSerializer(str, return_type=str)]
 
 PersonalDataClass = Literal["direct", "quasi", "special", "none"]
@@ -166,7 +173,7 @@ _SECRETISH = re.compile(r"secret|password|token|session", re.I)
 class S3Storage(Strict):
     provider: Literal["s3"] = Field(description="An S3-compatible bucket (AWS, MinIO).")
     uri: str = Field(pattern=r"^s3a?://[^/]+(/.*)?$", description="s3://bucket/prefix")
-    storage_options: dict[str, str] = Field(default_factory=dict, description="delta-rs/object_store options "
+    storage_options: dict[str, OptionText] = Field(default_factory=dict, description="delta-rs/object_store options "
                                             "(endpoint, region, allow_http). Credentials come from the "
                                             "environment (AWS_ACCESS_KEY_ID, ...), never from this file.")
 
