@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from zones.errors import TerminalError
-from zones.personnummer import luhn_check_digit
+from zones.personnummer import is_valid, luhn_check_digit
 
 __all__ = ["COLUMNS", "EXCLUDED_DATES", "SQL_DIR", "TABLES", "churn", "create_schema", "personnummer_pool", "seed"]
 
@@ -268,9 +268,12 @@ class _Builder:
 def _new_person(b: _Builder, pid: int, pnr: str, changed: date) -> _Person:
     rng, woman = b.rng, int(pnr[10]) % 2 == 0
     clearing, digits = rng.choice(_CLEARING)
+    account = str(rng.randrange(10 ** (digits - 1), 10 ** digits))
+    while digits == 10 and any(is_valid(c + account) for c in ("18", "19", "20")):  # never pnr-shaped
+        account = str(rng.randrange(10 ** (digits - 1), 10 ** digits))
     p = _Person(pid, pnr, rng.choice(_FEMALE if woman else _MALE), rng.choice(_EFTERNAMN),
                 int(rng.lognormvariate(math.log(400_000), 0.3)) // 100 * 100, rng.randint(29, 34) / 100,
-                f"{clearing} {rng.randrange(10 ** (digits - 1), 10 ** digits)}")
+                f"{clearing} {account}")
     b.add("individ", pid, {
         "personnummer": pnr, "id_typ": "PNR", "fornamn": p.fornamn, "efternamn": p.efternamn,
         "fodelsear": p.birth.year, "kon": "K" if woman else "M", "skyddad_identitet": rng.random() < 0.005,

@@ -39,7 +39,7 @@ from lifecycle.locks import writer_lock
 from lifecycle.protect import Keys, load_keys
 from lifecycle.quarantine import quarantine_rows, remove_batch
 from lifecycle.report import TransitionReport
-from lifecycle.transform import needs_seal_key, plan_columns, to_warm
+from lifecycle.transform import constant, crypto_columns, needs_seal_key, plan_columns, to_warm
 from lifecycle.warm import WarmTable
 from quality.gate import ContractGate, Gate
 from zones.config import Project
@@ -109,7 +109,8 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
     report.key_id = keys.pseudonym_key_id
     own_ledger = ledger is None
     ledger = ledger or Ledger(project.ledger_url)
-    warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"))
+    warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"),
+                     opaque_columns=crypto_columns(plans))
     qwarm = WarmTable(project.quarantine_uri(dataset), project.storage_options("warm"))
     gate = gate or ContractGate()
     reader = HotReader(engine, hot, key=list(ds.primary_key), watermark=ds.watermark)
@@ -162,13 +163,37 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
          qwarm: WarmTable, gate: Gate, reader: HotReader, limit: int, mode: str, lo: datetime | None,
          hi: datetime, cursor: tuple[Any, ...] | None, report: TransitionReport,
          progress: Callable[[int], None] | None) -> None:
-    pool = ThreadPoolExecutor(1, thread_name_prefix="dz-extract")
+    """Three stages overlap: extract page k+1 ‖ gate + transform page k ‖ commit page k-1 (in seq order)."""
+    extractor = ThreadPoolExecutor(1, thread_name_prefix="dz-extract")
+    committer = ThreadPoolExecutor(1, thread_name_prefix="dz-commit")
 
     def fetch(after: tuple[Any, ...] | None) -> tuple[Page, float]:
         t = time.perf_counter()
         return reader.page(hi=hi, lo=lo, after=after, limit=limit), time.perf_counter() - t
 
-    nxt: Future[tuple[Page, float]] = pool.submit(fetch, cursor)
+    def commit(rows: pa.Table | None, seq: int, batch_id: str, n: int, rejected: int, final: bool) -> None:
+        if rows is not None:
+            t = time.perf_counter()
+            _commit(warm, rows, ds, partition, mode, dataset, seq, batch_id, keys, report)
+            report.add_time("write", time.perf_counter() - t)
+            fault("after_delta_commit")
+        t = time.perf_counter()
+        ledger.finish_batch(batch_id, status="committed", dataset=dataset, transition=TRANSITION,
+                            watermark=hi.isoformat() if final else None, advance_watermark=final,
+                            rows_read=n, rows_written=n - rejected, rows_quarantined=rejected,
+                            delta_version=warm.version())
+        report.add_time("ledger", time.perf_counter() - t)
+        fault("after_ledger_commit")
+        report.rows_read += n
+        report.rows_written += n - rejected
+        report.rows_quarantined += rejected
+        report.batches += 1
+        report.batch_ids.append(batch_id)
+        if progress:
+            progress(n)
+
+    nxt: Future[tuple[Page, float]] = extractor.submit(fetch, cursor)
+    pending: Future[None] | None = None
     partition = ["_dz_period"] if ds.partition_by != "none" else None
     try:
         while True:
@@ -176,17 +201,27 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
             report.add_time("extract", t_extract)
             final = page.data.num_rows < limit
             if not final:  # overlap the next extract with this page's work
-                nxt = pool.submit(fetch, page.last_key)
+                nxt = extractor.submit(fetch, page.last_key)
             fault("after_extract")
             n = page.data.num_rows
-            seq = ledger.next_seq(dataset, TRANSITION)
-            batch_id = f"{dataset}-{seq:08d}"
             t = time.perf_counter()
             outcome = gate.check(page.data, bad_type=page.bad_type, dataset=ds)
             report.add_time("gate", time.perf_counter() - t)
             for c in outcome.checks:
                 report.checks[c.name] = report.checks.get(c.name, 0) + c.failed
             rejected = outcome.rejected.num_rows
+            t = time.perf_counter()
+            rows = None
+            if outcome.passed.num_rows:
+                rows = to_warm(dataset, ds, plans, outcome.passed, keys, "")
+            report.add_time("transform", time.perf_counter() - t)
+            if pending is not None:  # the previous page's commit must land before this batch is opened
+                pending.result()
+            seq = ledger.next_seq(dataset, TRANSITION)
+            batch_id = f"{dataset}-{seq:08d}"
+            if rows is not None:
+                rows = rows.set_column(rows.schema.get_field_index("_dz_batch"), "_dz_batch",
+                                       constant(batch_id, rows.num_rows))
             detail = {"mode": mode, "hi": hi.isoformat(), "cursor": page.last_key or cursor, "final": final,
                       "rows_read": n, "rows_written": n - rejected, "rows_quarantined": rejected}
             ledger.start_batch(batch_id=batch_id, dataset=dataset, transition=TRANSITION, seq=seq,
@@ -196,37 +231,18 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
             if rejected:
                 quarantine_rows(qwarm, dataset, ds, plans, outcome.rejected, outcome.reasons, keys, batch_id, seq)
                 fault("after_quarantine")
-            if outcome.passed.num_rows:
-                t = time.perf_counter()
-                rows = to_warm(dataset, ds, plans, outcome.passed, keys, batch_id)
-                report.add_time("transform", time.perf_counter() - t)
-                t = time.perf_counter()
-                _commit(warm, rows, ds, partition, mode, dataset, seq, batch_id, keys, report)
-                report.add_time("write", time.perf_counter() - t)
-                fault("after_delta_commit")
-            t = time.perf_counter()
-            ledger.finish_batch(batch_id, status="committed", dataset=dataset, transition=TRANSITION,
-                                watermark=hi.isoformat() if final else None, advance_watermark=final,
-                                rows_read=n, rows_written=n - rejected, rows_quarantined=rejected,
-                                delta_version=warm.version())
-            report.add_time("ledger", time.perf_counter() - t)
-            fault("after_ledger_commit")
-            report.rows_read += n
-            report.rows_written += n - rejected
-            report.rows_quarantined += rejected
             report.bytes_read += page.data.nbytes
-            report.batches += 1
-            report.batch_ids.append(batch_id)
-            if progress:
-                progress(n)
+            pending = committer.submit(commit, rows, seq, batch_id, n, rejected, final)
             if page.last_key is not None:
                 cursor = page.last_key
             if final:
+                pending.result()
                 report.watermark_to = hi.isoformat()
                 fault("after_last_page")
                 return
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        extractor.shutdown(wait=True, cancel_futures=True)
+        committer.shutdown(wait=True, cancel_futures=True)
 
 
 def _commit(warm: WarmTable, rows: pa.Table, ds: Any, partition: list[str] | None, mode: str, dataset: str,

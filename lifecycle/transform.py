@@ -109,6 +109,17 @@ def generalise(values: pa.ChunkedArray, how: str) -> pa.ChunkedArray | pa.Array:
     raise ValueError(f"unknown generalisation {how!r}")
 
 
+def constant(value: str, n: int) -> pa.Array:
+    """A string column of one repeated value, built without a Python list."""
+    return pc.fill_null(pa.nulls(n, pa.string()), pa.scalar(value, pa.string()))
+
+
+def crypto_columns(plans: list[ColumnPlan]) -> list[str]:
+    """Columns holding pseudonyms or ciphertexts: high-entropy, so no dictionary and no min/max statistics."""
+    out = [p.name for p in plans if p.policy == "pseudonymise"]
+    return out + [p.name + SEALED_SUFFIX for p in plans if p.sealed]
+
+
 def to_warm(ds_name: str, ds: Dataset, plans: list[ColumnPlan], data: pa.Table, keys: Keys,
             batch_id: str) -> pa.Table:
     """Apply the warm policy of every column to a (gate-passed) hot batch."""
@@ -126,8 +137,8 @@ def to_warm(ds_name: str, ds: Dataset, plans: list[ColumnPlan], data: pa.Table, 
             assert keys.seal_key is not None
             out[p.name + SEALED_SUFFIX] = seal(col, keys.seal_key, aad=seal_aad(ds_name, p.name))
     n = data.num_rows
-    out["_dz_batch"] = pa.array([batch_id] * n, pa.string()) if n else pa.array([], pa.string())
-    out["_dz_key_id"] = pa.array([keys.pseudonym_key_id] * n, pa.string()) if n else pa.array([], pa.string())
+    out["_dz_batch"] = constant(batch_id, n)
+    out["_dz_key_id"] = constant(keys.pseudonym_key_id, n)
     if ds.partition_by != "none":
         out["_dz_period"] = period_of(data.column(ds.business_date), ds.partition_by)
     return pa.table(out)

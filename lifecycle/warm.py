@@ -19,10 +19,13 @@ TABLE_CONFIG = {"delta.enableChangeDataFeed": "true", "delta.appendOnly": "false
 _WIDEN = {(pa.int32(), pa.int64()), (pa.int16(), pa.int64()), (pa.int16(), pa.int32()), (pa.float32(), pa.float64())}
 
 
-def _writer_props() -> Any:
-    from deltalake import WriterProperties
+def _writer_props(opaque: list[str] | None = None) -> Any:
+    """zstd Parquet; pseudonym and ciphertext columns skip dictionary encoding and min/max statistics (random
+    bytes gain nothing from either, and statistics would copy values into the Delta log)."""
+    from deltalake import ColumnProperties, WriterProperties
 
-    return WriterProperties(compression="ZSTD", compression_level=3)
+    cols = {c: ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE") for c in opaque or []}
+    return WriterProperties(compression="ZSTD", compression_level=1, column_properties=cols or None)
 
 
 def _commit(app_id: str, seq: int, meta: dict[str, str]) -> Any:
@@ -32,8 +35,10 @@ def _commit(app_id: str, seq: int, meta: dict[str, str]) -> Any:
 
 
 class WarmTable:
-    def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None, *,
+                 opaque_columns: list[str] | None = None) -> None:
         self.uri, self.storage_options = uri, storage_options
+        self.opaque_columns = opaque_columns or []
 
     def _dt(self) -> Any:
         from deltalake import DeltaTable
@@ -82,7 +87,7 @@ class WarmTable:
 
         write_deltalake(self.uri, data, mode="append", partition_by=partition_by or None,
                         configuration=TABLE_CONFIG, storage_options=self.storage_options,
-                        schema_mode="merge" if merge_schema else None, writer_properties=_writer_props(),
+                        schema_mode="merge" if merge_schema else None, writer_properties=_writer_props(self.opaque_columns),
                         commit_properties=_commit(app_id, seq, meta))
         return int(self._dt().version())
 
@@ -92,7 +97,7 @@ class WarmTable:
         on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
         metrics = (
             self._dt().merge(data, on, source_alias="s", target_alias="t", merge_schema=merge_schema,
-                             writer_properties=_writer_props(), commit_properties=_commit(app_id, seq, meta))
+                             writer_properties=_writer_props(self.opaque_columns), commit_properties=_commit(app_id, seq, meta))
             .when_matched_update_all(predicate=f's."{newer}" > t."{newer}"')
             .when_not_matched_insert_all()
             .execute()

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from lifecycle.demo import COLUMNS, EXCLUDED_DATES, TABLES, churn, create_schema, personnummer_pool, seed
 from zones.errors import TerminalError
-from zones.personnummer import is_valid
+from zones.personnummer import find_personnummer, is_valid
 
 TEST_LIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "skatteverket-testpersonnummer.txt"
 PG_URL = os.environ.get("DATAZONES_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -166,6 +166,8 @@ RULES: dict[str, Callable[[sa.Engine], str]] = {
                                              "OR u.avser_tom > a.period_tom OR u.avser_from > u.avser_tom",
     "paid_after_decision": lambda e: f"SELECT COUNT(*) FROM {PAY} WHERE u.utbetald < b.beslutsdatum",
     "no_payments_on_avslag": lambda e: f"SELECT COUNT(*) FROM {PAY} WHERE b.utfall = 'AVSLAG'",
+    "closed_cases_have_nothing_planned": lambda e: f"SELECT COUNT(*) FROM {PAY} WHERE a.status = 'AVSLUTAT' "
+                                                   "AND u.status = 'PLANERAD'",
     "avslutat_iff_status_avslutat": lambda e: "SELECT COUNT(*) FROM arende WHERE (status = 'AVSLUTAT' "
         "AND avslutat IS NULL) OR (status <> 'AVSLUTAT' AND avslutat IS NOT NULL) OR avslutat < inkommit",
     "decided_cases_have_decisions": lambda e: "SELECT COUNT(*) FROM arende a WHERE a.status IN ('BESLUTAT', "
@@ -284,6 +286,11 @@ def test_every_personnummer_is_a_skatteverket_test_number(seeded: tuple[sa.Engin
         assert kon == ("K" if int(pnr[10]) % 2 == 0 else "M")  # birth number: even = woman
     employers = {r[0] for r in _rows(engine, "SELECT DISTINCT ag_id FROM agi_iu")}
     assert employers and not any(is_valid(a) for a in employers)  # organisation numbers, never personnummer
+    # nothing else looks like a personnummer to the leak scanner: accounts, employers, free text
+    others = [r[0] for r in _rows(engine, "SELECT DISTINCT konto FROM utbetalning")] + sorted(employers)
+    others += [r[0] for r in _rows(engine, "SELECT motivering FROM beslut UNION ALL "
+                                           "SELECT funktionsnedsattning FROM lakarintyg")]
+    assert find_personnummer(" | ".join(others)) == []
 
 
 def test_the_whole_number_pool_is_on_the_list(skatteverket_numbers: frozenset[str]) -> None:
