@@ -69,7 +69,8 @@ def _emit(data: Any, as_json: bool, render: Callable[[], None]) -> None:
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
 
 
 @app.command()
@@ -79,8 +80,14 @@ def validate(config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) -> None
 
     project = _project(config)
     findings = _guard(lambda: validate_live(project))
-    _emit([f.__dict__ for f in findings], as_json, lambda: [out.print(str(f), highlight=False) for f in findings]
-          or out.print(f"[green]ok[/green] {project.file}: {len(project.config.datasets)} datasets valid"))
+
+    def render() -> None:
+        for f in findings:
+            out.print(str(f), highlight=False)
+        if not any(f.level == "error" for f in findings):
+            out.print(f"[green]ok[/green] {project.file}: {len(project.config.datasets)} datasets valid")
+
+    _emit([f.__dict__ for f in findings], as_json, render)
     if any(f.level == "error" for f in findings):
         raise typer.Exit(1)
 
@@ -111,10 +118,12 @@ def promote(datasets: Annotated[list[str] | None, typer.Argument(help="Datasets 
                   TimeElapsedColumn(), console=err, disable=as_json or not err.is_terminal) as bar:
         for name in names:
             task = bar.add_task(f"promote {name}", total=None)
-            rep = _guard(lambda name=name, task=task: run(project, name, as_of=_as_of(as_of), batch_rows=batch_rows,
-                                                          wait_for_lock=wait,
-                                                          progress=lambda n, task=task: bar.advance(task, n)))
-            reports.append(rep)
+
+            def one(name: str = name, task: Any = task) -> Any:
+                return run(project, name, as_of=_as_of(as_of), batch_rows=batch_rows, wait_for_lock=wait,
+                           progress=lambda n: bar.advance(task, n))
+
+            reports.append(_guard(one))
 
     def render() -> None:
         t = Table(title="promote hot → warm")
@@ -158,9 +167,14 @@ def ledger_verify(config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) ->
     ledger = Ledger(project.ledger_url)
     problems = ledger.verify()
     n = sum(1 for _ in ledger.events())
-    _emit({"events": n, "problems": [p.__dict__ for p in problems]}, as_json,
-          lambda: out.print(f"[green]ledger intact[/green]: {n} events, chain verified") if not problems else
-          [out.print(f"[red]seq {p.seq}[/red]: {p.problem}") for p in problems])
+
+    def render() -> None:
+        if not problems:
+            out.print(f"[green]ledger intact[/green]: {n} events, chain verified")
+        for p in problems:
+            out.print(f"[red]seq {p.seq}[/red]: {p.problem}")
+
+    _emit({"events": n, "problems": [p.__dict__ for p in problems]}, as_json, render)
     if problems:
         raise typer.Exit(1)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +40,7 @@ def writer_lock(ledger_engine: sa.Engine, name: str, *, wait: bool = False) -> I
                 c.commit()
         return
     db = ledger_engine.url.database
-    base = Path(db).parent if db and db != ":memory:" else Path(os.environ.get("TMPDIR", "/tmp"))
+    base = Path(db).parent if db and db != ":memory:" else Path(tempfile.gettempdir())
     lockdir = base / ".locks"
     lockdir.mkdir(parents=True, exist_ok=True)
     fd = os.open(lockdir / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)

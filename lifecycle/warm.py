@@ -87,7 +87,8 @@ class WarmTable:
 
         write_deltalake(self.uri, data, mode="append", partition_by=partition_by or None,
                         configuration=TABLE_CONFIG, storage_options=self.storage_options,
-                        schema_mode="merge" if merge_schema else None, writer_properties=_writer_props(self.opaque_columns),
+                        schema_mode="merge" if merge_schema else None,
+                        writer_properties=_writer_props(self.opaque_columns),
                         commit_properties=_commit(app_id, seq, meta))
         return int(self._dt().version())
 
@@ -97,7 +98,8 @@ class WarmTable:
         on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
         metrics = (
             self._dt().merge(data, on, source_alias="s", target_alias="t", merge_schema=merge_schema,
-                             writer_properties=_writer_props(self.opaque_columns), commit_properties=_commit(app_id, seq, meta))
+                             writer_properties=_writer_props(self.opaque_columns),
+                             commit_properties=_commit(app_id, seq, meta))
             .when_matched_update_all(predicate=f's."{newer}" > t."{newer}"')
             .when_not_matched_insert_all()
             .execute()

@@ -1,4 +1,4 @@
-"""Run one promotion in a child process (used by the fault-injection tests): python -m tests.fault_runner CFG DS AS_OF."""
+"""One promotion in a child process, for the fault-injection tests: python -m tests.fault_runner CFG DS AS_OF ROWS."""
 
 from __future__ import annotations
 

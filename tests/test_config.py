@@ -80,7 +80,7 @@ def test_credentials_in_yaml_are_refused(tmp_path: Path) -> None:
 def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
     p = tmp_path / "zones.yaml"
     p.write_text("version: 1\ndatasets:\n  a: [unclosed\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"zones.yaml:\d+: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"zones\.yaml:\d+: not valid YAML"):
         load(p, env={})
 
 
@@ -97,7 +97,7 @@ def test_precedence_explicit_over_env_over_yaml(tmp_path: Path) -> None:
 
 def test_env_override_is_validated_too(tmp_path: Path) -> None:
     path = write_project(tmp_path)
-    with pytest.raises(ConfigError, match="defaults.batch_rows"):
+    with pytest.raises(ConfigError, match=r"defaults\.batch_rows"):
         load(path, env={"DATAZONES__DEFAULTS__BATCH_ROWS": "-5"})
 
 

@@ -1,4 +1,4 @@
-"""Scanner: no valid personnummer (any 10/12-digit form) in warm files, Delta logs, quarantine, ledger, logs or reports."""
+"""Scanner: no valid personnummer (10/12-digit forms) in warm files, Delta logs, quarantine, ledger, logs, reports."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def test_no_raw_personnummer_anywhere_after_promotion(tmp_path: Path, caplog: py
     demo.create_schema(eng)
     demo.seed(eng, scale=1, as_of=AS_OF, seed=11)
     with eng.begin() as c:  # one bad row in individ so the quarantine path (and its logs) is exercised
-        c.execute(sa.text("UPDATE individ SET fodelsear = 'nittonhundra' WHERE individ_id = (SELECT min(individ_id) FROM individ)"))
+        c.execute(sa.text("UPDATE individ SET fodelsear = 'nittonhundra' WHERE individ_id = "
+                          "(SELECT min(individ_id) FROM individ)"))
         raw = c.execute(sa.text("SELECT personnummer FROM individ")).scalars().all()
     eng.dispose()
     assert len(raw) > 500 and all(find_personnummer(p) == [p] for p in raw[:50])  # the data really has them

@@ -153,7 +153,7 @@ def test_find_personnummer_in_noisy_text() -> None:
         "Ärende 2024-0312: Kontakt med 640823-3234 (tel 08-123 456 78, 070-1234567). Sökande 19701063-2391 "
         "har samordningsnummer. Felaktigt: 201701272394 och 190302299813 och 19000229-2381. Order 1234567890123, "
         "belopp 12 500 kr, datum 2025-06-01, konto 8327-9 1234567890. Igen: 196408233234. "
-        "Gammal: 900101+9802. Binärt:\x00\x01abc197601022382\xffx 0196408233234"
+        "Gammal: 900101+9802. Binärt:\x00\x01xyz197601022382\xffx 0196408233234"
     )
     found = find_personnummer(text, today=TODAY)
     assert found == ["196408233234", "197010632391", "189001019802", "197601022382"]
@@ -165,7 +165,16 @@ def test_find_personnummer_does_not_split_longer_runs() -> None:
     assert find_personnummer("x190002292381y", today=TODAY) == []
     assert find_personnummer("1196408233234", today=TODAY) == []   # 13 digits
     assert find_personnummer("19640823323", today=TODAY) == []     # 11 digits
-    assert find_personnummer("abc196408233234def") == ["196408233234"]
+    assert find_personnummer("xyz196408233234qrs") == ["196408233234"]
+    assert find_personnummer("Kalle196408233234") == ["196408233234"]  # a word, not a hex token
+
+
+def test_find_personnummer_skips_hex_hashes() -> None:
+    # a 64-hex-character pseudonym holds decimal runs; 12 of them can pass Luhn and the date by chance
+    digest = "ab" * 10 + "196408233234" + "cd" * 16
+    assert find_personnummer(digest) == []
+    assert find_personnummer(f"pseudonym={digest}, pnr=196408233234") == ["196408233234"]
+    assert find_personnummer("ab" * 10 + "19640823-3234") == ["196408233234"]  # a separator is not hex
     assert find_personnummer("6408233234 och 640823-3234", today=TODAY) == ["196408233234"]
     assert find_personnummer("") == []
 

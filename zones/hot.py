@@ -10,8 +10,8 @@ quoted by SQLAlchemy's dialect: a name from config can neither inject SQL nor es
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,7 +23,6 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from zones.errors import ConfigError
-
 
 RAW_COLUMN = "_dz_raw"  # set on rows whose values could not be read as their declared type
 

@@ -28,6 +28,7 @@ __all__ = ["find_personnummer", "is_valid", "kind", "luhn_check_digit", "normali
 _FORM = re.compile(r"(\d{2})?(\d{6})([-+]?)(\d{4})", re.ASCII)
 # In running text: not inside a longer run of digits. Tries 12 digits before 10 at each position.
 _IN_TEXT = re.compile(r"(?<!\d)(\d{8}|\d{6})([-+]?)(\d{4})(?!\d)", re.ASCII)
+_HEX = frozenset("0123456789abcdefABCDEF")
 _LUHN_DOUBLE = np.array([0, 2, 4, 6, 8, 1, 3, 5, 7, 9], dtype=np.int32)  # digit sum of 2 * d
 _DAYS_IN_MONTH = np.array([31, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int32)  # [0] = unknown
 
@@ -163,14 +164,26 @@ def find_personnummer(text: str, *, today: date | None = None) -> list[str]:
 
     Finds ``YYYYMMDDNNNC``, ``YYYYMMDD-NNNC``, ``YYMMDD-NNNC``, ``YYMMDD+NNNC`` and ``YYMMDDNNNC`` that are not
     part of a longer run of digits (letters or other bytes around them are fine, so text decoded from binary
-    files works). A 12-digit run that fails the check digit or date is not reported, nor is any 10-digit part of
-    it. ``today`` fixes the century of 10-digit forms.
+    files works), except digits inside a run of 16 or more hexadecimal characters: a hash or keyed pseudonym
+    (64 hex characters) holds 12-digit runs that pass by chance. A 12-digit run that fails the check digit or
+    date is not reported, nor is any 10-digit part of it. ``today`` fixes the century of 10-digit forms.
     """
     found: dict[str, None] = {}
     for m in _IN_TEXT.finditer(text):
+        if not m.group(2) and _in_hex_token(text, m.start(), m.end()):
+            continue
         try:
             digits = normalise(m.group(0), today=today)
         except ValueError:
             continue
         found.setdefault(digits, None)
     return list(found)
+
+
+def _in_hex_token(text: str, start: int, end: int) -> bool:
+    left, right = start, end
+    while left > 0 and text[left - 1] in _HEX:
+        left -= 1
+    while right < len(text) and text[right] in _HEX:
+        right += 1
+    return right - left >= 16
