@@ -239,8 +239,8 @@ def _dump(engine: sa.Engine) -> dict[str, list[tuple[str, ...]]]:
 
 
 # ------------------------------------------------------------------------------------------------ tests
-def test_row_counts_at_scale_1_and_seed_time(seeded: tuple[sa.Engine, dict[str, int], float]) -> None:
-    engine, counts, seconds = seeded
+def test_row_counts_at_scale_1(seeded: tuple[sa.Engine, dict[str, int], float]) -> None:
+    engine, counts, _ = seeded
     for t in TABLES:
         assert _scalar(engine, f"SELECT COUNT(*) FROM {t}") == counts[t]
     assert counts["individ"] == 1000
@@ -250,7 +250,6 @@ def test_row_counts_at_scale_1_and_seed_time(seeded: tuple[sa.Engine, dict[str, 
     assert counts["lakarintyg"] >= _scalar(engine, "SELECT COUNT(*) FROM arende WHERE forman = 'SJP'")
     assert 10000 <= counts["agi_iu"] <= 25000
     assert 20000 <= sum(counts.values()) <= 60000
-    assert seconds < 5, f"seeding scale 1 took {seconds:.1f} s (budget 5 s)"
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
