@@ -60,6 +60,21 @@ events = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
 )
 
+holds = sa.Table(
+    "dz_holds", META,
+    sa.Column("hold_id", sa.String(32), primary_key=True),
+    sa.Column("dataset", sa.String(64), nullable=False, index=True),
+    sa.Column("period", sa.String(16)),
+    sa.Column("case_id", sa.String(64)),
+    sa.Column("person", sa.String(64)),  # HMAC pseudonym of the personnummer, never the number itself
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("set_by", sa.String(128), nullable=False),
+    sa.Column("set_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("review_at", sa.Date),
+    sa.Column("released_at", sa.DateTime(timezone=True)),
+    sa.Column("released_by", sa.String(128)),
+)
+
 chain_head = sa.Table(
     "dz_chain_head", META,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),

@@ -26,6 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -164,12 +166,22 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
          hi: datetime, cursor: tuple[Any, ...] | None, report: TransitionReport,
          progress: Callable[[int], None] | None) -> None:
     """Three stages overlap: extract page k+1 ‖ gate + transform page k ‖ commit page k-1 (in seq order)."""
-    extractor = ThreadPoolExecutor(1, thread_name_prefix="dz-extract")
     committer = ThreadPoolExecutor(1, thread_name_prefix="dz-commit")
+    pages: queue.Queue[tuple[Page | BaseException | None, float]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
 
-    def fetch(after: tuple[Any, ...] | None) -> tuple[Page, float]:
-        t = time.perf_counter()
-        return reader.page(hi=hi, lo=lo, after=after, limit=limit), time.perf_counter() - t
+    def produce() -> None:
+        try:
+            t = time.perf_counter()
+            for page in reader.pages(hi=hi, lo=lo, after=cursor, limit=limit):
+                pages.put((page, time.perf_counter() - t))
+                if stop.is_set():
+                    return
+                t = time.perf_counter()
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            pages.put((exc, 0.0))
+
+    extractor = threading.Thread(target=produce, name="dz-extract", daemon=True)
 
     def commit(rows: pa.Table | None, seq: int, batch_id: str, n: int, rejected: int, final: bool) -> None:
         if rows is not None:
@@ -192,16 +204,18 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
         if progress:
             progress(n)
 
-    nxt: Future[tuple[Page, float]] = extractor.submit(fetch, cursor)
     pending: Future[None] | None = None
     partition = ["_dz_period"] if ds.partition_by != "none" else None
+    extractor.start()
     try:
         while True:
-            page, t_extract = nxt.result()
+            item, t_extract = pages.get()
+            if isinstance(item, BaseException):
+                raise item
+            assert item is not None
+            page = item
             report.add_time("extract", t_extract)
             final = page.data.num_rows < limit
-            if not final:  # overlap the next extract with this page's work
-                nxt = extractor.submit(fetch, page.last_key)
             fault("after_extract")
             n = page.data.num_rows
             t = time.perf_counter()
@@ -241,7 +255,12 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
                 fault("after_last_page")
                 return
     finally:
-        extractor.shutdown(wait=True, cancel_futures=True)
+        stop.set()
+        while extractor.is_alive():  # unblock a producer waiting on the full queue, then let it finish
+            try:
+                pages.get(timeout=0.05)
+            except queue.Empty:
+                pass
         committer.shutdown(wait=True, cancel_futures=True)
 
 

@@ -97,7 +97,10 @@ class WarmTable:
         """MERGE by key: insert new rows, update a row only if the source version is newer (latest wins)."""
         on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
         metrics = (
+            # streamed_exec=False lets delta-rs derive an early pruning predicate from the source's key range,
+            # so only files whose key statistics overlap the changed rows are read and rewritten.
             self._dt().merge(data, on, source_alias="s", target_alias="t", merge_schema=merge_schema,
+                             streamed_exec=False,
                              writer_properties=_writer_props(self.opaque_columns),
                              commit_properties=_commit(app_id, seq, meta))
             .when_matched_update_all(predicate=f's."{newer}" > t."{newer}"')

@@ -114,6 +114,13 @@ class Retention(Strict):
         description="preserve, or dispose after a duration under a cited basis.")
 
 
+class ArchivePolicy(Strict):
+    period: Literal["year", "month"] = Field("year", description="One information package per dataset and period "
+                                              "of the business date.")
+    secrecy: Dur = Field(Duration(years=70), description="Secret until = end of period + this (OSL 28 kap. 1 §: "
+                         "at most 70 years for social insurance).")
+
+
 class Dataset(Strict):
     table: Ident = Field(description="Source table in the hot store.")
     schema_: Ident | None = Field(None, alias="schema", description="Schema of the source table (default: the "
@@ -132,6 +139,10 @@ class Dataset(Strict):
     batch_rows: int | None = Field(None, gt=0, description="Rows per extract batch (default: defaults.batch_rows).")
     columns: dict[Ident, Column] = Field(description="Every column with its personal-data class and warm policy.")
     retention: Retention = Field(description="Retention per zone.")
+    archive: ArchivePolicy = Field(default_factory=ArchivePolicy)  # type: ignore[arg-type]
+    case_key: Ident | None = Field(None, description="Column holding the case id: case holds resolve through it.")
+    person_key: Ident | None = Field(None, description="Column holding the person key (see `persons`): person "
+                                     "holds resolve through it.")
 
     @model_validator(mode="after")
     def _refs(self) -> Dataset:
@@ -145,6 +156,9 @@ class Dataset(Strict):
                     raise ValueError(f"{role} column {n!r} must reach warm (warm: keep or pseudonymise)")
         if self.columns[self.watermark].warm != "keep" or self.columns[self.business_date].warm != "keep":
             raise ValueError("the watermark and business_date columns must be kept in warm (warm: keep)")
+        for role, col in (("case_key", self.case_key), ("person_key", self.person_key)):
+            if col and col not in declared:
+                raise ValueError(f"{role} column {col!r} is not declared under `columns`")
         for zone in ("hot", "warm"):
             clock = getattr(self.retention, zone).from_
             if clock and clock not in declared:
@@ -207,6 +221,12 @@ class Agency(Strict):
     org_id: str | None = Field(None, description="Organisationsnummer.")
 
 
+class Persons(Strict):
+    dataset: Ident = Field(description="The dataset listing people, e.g. individ.")
+    identifier: Ident = Field(description="Its identity-number column, e.g. personnummer.")
+    key: Ident = Field(description="Its person key, the value other datasets' person_key holds, e.g. individ_id.")
+
+
 class ZonesConfig(Strict):
     version: Literal[1] = Field(description="Config format version.")
     agency: Agency | None = None
@@ -216,6 +236,7 @@ class ZonesConfig(Strict):
     ledger: LedgerStore = Field(default_factory=LedgerStore)  # type: ignore[arg-type]
     defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
     datasets: dict[Ident, Dataset] = Field(min_length=1)
+    persons: Persons | None = Field(None, description="How a person hold given by personnummer finds the person key.")
 
     def dataset(self, name: str) -> Dataset:
         try:

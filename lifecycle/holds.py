@@ -1,0 +1,171 @@
+"""Legal holds: a hold blocks every delete and irreversible transform of what it covers, in every zone.
+
+A hold covers a whole dataset, one business period of it, one case (through the dataset's ``case_key``) or one
+person (through ``person_key``; the personnummer is stored only as its HMAC pseudonym). Archiving — a copy — still
+proceeds; hot purge, warm delete and disposal skip or refuse what is held. Adding and releasing are ledger events.
+Typical reasons: omprövning/överklagande pending, återkrav or bidragsbrott case, a request for a public document,
+supervision (IMY, JO, Riksarkivet).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+
+from lifecycle.ledger import Ledger, holds, utcnow
+from lifecycle.protect import Keys, pseudonymise
+from zones.config import Project
+from zones.errors import ConfigError, TerminalError
+from zones.personnummer import normalise
+
+
+@dataclass(frozen=True)
+class Hold:
+    hold_id: str
+    dataset: str
+    period: str | None
+    case_id: str | None
+    person: str | None
+    reason: str
+    set_by: str
+    set_at: Any
+    review_at: date | None
+    released_at: Any
+    released_by: str | None
+
+    @property
+    def scope(self) -> str:
+        parts = [self.dataset]
+        if self.period:
+            parts.append(f"period {self.period}")
+        if self.case_id:
+            parts.append(f"case {self.case_id}")
+        if self.person:
+            parts.append(f"person {self.person[:12]}…")
+        return ", ".join(parts)
+
+
+def person_pseudonym(pnr: str, keys: Keys) -> str:
+    try:
+        twelve = normalise(pnr)
+    except ValueError as exc:
+        raise ConfigError(f"--person is not a valid personnummer or samordningsnummer: {exc}",
+                          fix="give 12 digits (YYYYMMDDNNNC) or YYMMDD-NNNC") from None
+    return bytes(pseudonymise(pa.array([twelve]), keys.pseudonym_key)[0].as_py()).hex()
+
+
+def add(project: Project, ledger: Ledger, *, dataset: str, reason: str, by: str, keys: Keys | None = None,
+        period: str | None = None, case: str | None = None, person: str | None = None,
+        review_at: date | None = None) -> Hold:
+    ds = project.dataset(dataset)
+    if case and not ds.case_key:
+        raise ConfigError(f"dataset {dataset!r} declares no case_key, so a case hold cannot find its rows",
+                          key_path=f"datasets.{dataset}.case_key", fix="declare case_key: <column> in zones.yaml")
+    if person and not ds.person_key:
+        raise ConfigError(f"dataset {dataset!r} declares no person_key, so a person hold cannot find its rows",
+                          key_path=f"datasets.{dataset}.person_key", fix="declare person_key: <column>")
+    if not reason.strip() or not by.strip():
+        raise TerminalError("a hold needs a reason and who sets it (--reason, --by)")
+    pseud = None
+    if person:
+        if keys is None:
+            from lifecycle.protect import load_keys
+
+            keys = load_keys(need_seal=False)
+        pseud = person_pseudonym(person, keys)
+    hold_id = "H-" + secrets.token_hex(4)
+    row = {"hold_id": hold_id, "dataset": dataset, "period": period, "case_id": case, "person": pseud,
+           "reason": reason, "set_by": by, "set_at": utcnow(), "review_at": review_at}
+    with ledger.engine.begin() as c:
+        c.execute(holds.insert().values(**row))
+        ledger.append("hold.added", dataset=dataset, conn=c, hold_id=hold_id, period=period, case=case,
+                      person=pseud, reason=reason, by=by)
+    return Hold(**row, released_at=None, released_by=None)  # type: ignore[arg-type]
+
+
+def release(ledger: Ledger, hold_id: str, *, by: str) -> Hold:
+    with ledger.engine.begin() as c:
+        r = c.execute(sa.select(holds).where(holds.c.hold_id == hold_id)).first()
+        if r is None:
+            raise TerminalError(f"no hold {hold_id!r}; `zones hold list` shows the active ones")
+        if r.released_at is not None:
+            raise TerminalError(f"hold {hold_id} was already released by {r.released_by} at {r.released_at}")
+        c.execute(holds.update().where(holds.c.hold_id == hold_id).values(released_at=utcnow(), released_by=by))
+        ledger.append("hold.released", dataset=r.dataset, conn=c, hold_id=hold_id, by=by)
+        r = c.execute(sa.select(holds).where(holds.c.hold_id == hold_id)).one()
+    return Hold(**dict(r._mapping))
+
+
+def active(ledger: Ledger, dataset: str | None = None, *, include_released: bool = False) -> list[Hold]:
+    q = sa.select(holds).order_by(holds.c.set_at)
+    if dataset:
+        q = q.where(holds.c.dataset == dataset)
+    if not include_released:
+        q = q.where(holds.c.released_at.is_(None))
+    with ledger.engine.connect() as c:
+        return [Hold(**dict(r._mapping)) for r in c.execute(q)]
+
+
+def period_label(values: pa.Array | pa.ChunkedArray, period: str) -> pa.Array | pa.ChunkedArray:
+    fmt = "%Y" if period == "year" else "%Y-%m"
+    return pc.strftime(values, format=fmt)
+
+
+def held_mask(project: Project, dataset: str, rows: pa.Table, hold_list: list[Hold], *,
+              person_keys: dict[str, pa.Array] | None = None) -> pa.Array:
+    """True for every row a hold covers. ``rows`` has the dataset's business date, case_key and person_key
+    columns as that zone stores them; ``person_keys`` maps a person pseudonym to that zone's person-key values."""
+    ds = project.dataset(dataset)
+    mask = pa.repeat(False, rows.num_rows)
+    for h in hold_list:
+        if h.dataset != dataset:
+            continue
+        m = pa.repeat(True, rows.num_rows)
+        if h.period:
+            m = pc.and_(m, pc.equal(period_label(rows.column(ds.business_date), ds.archive.period), h.period))
+        if h.case_id and ds.case_key:
+            m = pc.and_(m, pc.equal(pc.cast(rows.column(ds.case_key), pa.string()), h.case_id))
+        if h.person and ds.person_key:
+            keys = (person_keys or {}).get(h.person)
+            if keys is None or len(keys) == 0:
+                m = pa.repeat(False, rows.num_rows)
+            else:
+                col = rows.column(ds.person_key)
+                m = pc.and_(m, pc.is_in(col, value_set=pc.cast(keys, col.type)))
+        mask = pc.or_(mask, pc.fill_null(m, False))
+    return mask
+
+
+def resolve_people(project: Project, hold_list: list[Hold], keys: Keys, *, zone: str) -> dict[str, pa.Array]:
+    """Map each person hold to that zone's person-key values (raw in hot and cold, pseudonymised in warm)."""
+    wanted = {h.person for h in hold_list if h.person}
+    if not wanted or project.config.persons is None:
+        return {}
+    p = project.config.persons
+    if zone == "warm":
+        from lifecycle.warm import WarmTable
+
+        t = WarmTable(project.warm_table_uri(p.dataset)).to_arrow(columns=[p.identifier, p.key])
+        ident = pc.cast(t.column(p.identifier), pa.binary())
+        return {w: t.column(p.key).filter(pc.equal(ident, pa.scalar(bytes.fromhex(w), pa.binary())))
+                for w in wanted}
+    from zones.hot import make_engine, reflect
+
+    pds = project.dataset(p.dataset)
+    eng = make_engine(project.hot_url)
+    try:
+        tbl = reflect(eng, pds.table, pds.schema_ or project.config.hot.schema_).table
+        with eng.connect() as c:
+            res = c.execute(sa.select(tbl.c[p.identifier], tbl.c[p.key])).all()
+    finally:
+        eng.dispose()
+    idents = pa.array([str(r[0]) for r in res], pa.string())
+    values = pa.array([r[1] for r in res])
+    pseud = pc.cast(pseudonymise(idents, keys.pseudonym_key), pa.binary())
+    return {w: values.filter(pc.equal(pseud, pa.scalar(bytes.fromhex(w), pa.binary()))) for w in wanted}
