@@ -57,7 +57,7 @@ def person_pseudonym(pnr: str, keys: Keys) -> str:
     except ValueError as exc:
         raise ConfigError(f"--person is not a valid personnummer or samordningsnummer: {exc}",
                           fix="give 12 digits (YYYYMMDDNNNC) or YYMMDD-NNNC") from None
-    return bytes(pseudonymise(pa.array([twelve]), keys.pseudonym_key)[0].as_py()).hex()
+    return str(pseudonymise(pa.array([twelve]), keys.pseudonym_key)[0].as_py())
 
 
 def add(project: Project, ledger: Ledger, *, dataset: str, reason: str, by: str, keys: Keys | None = None,
@@ -152,9 +152,8 @@ def resolve_people(project: Project, hold_list: list[Hold], keys: Keys, *, zone:
         from lifecycle.warm import WarmTable
 
         t = WarmTable(project.warm_table_uri(p.dataset)).to_arrow(columns=[p.identifier, p.key])
-        ident = pc.cast(t.column(p.identifier), pa.binary())
-        return {w: t.column(p.key).filter(pc.equal(ident, pa.scalar(bytes.fromhex(w), pa.binary())))
-                for w in wanted}
+        ident = t.column(p.identifier)
+        return {w: t.column(p.key).filter(pc.equal(ident, w)) for w in wanted}
     from zones.hot import make_engine, reflect
 
     pds = project.dataset(p.dataset)
@@ -167,5 +166,5 @@ def resolve_people(project: Project, hold_list: list[Hold], keys: Keys, *, zone:
         eng.dispose()
     idents = pa.array([str(r[0]) for r in res], pa.string())
     values = pa.array([r[1] for r in res])
-    pseud = pc.cast(pseudonymise(idents, keys.pseudonym_key), pa.binary())
-    return {w: values.filter(pc.equal(pseud, pa.scalar(bytes.fromhex(w), pa.binary()))) for w in wanted}
+    pseud = pseudonymise(idents, keys.pseudonym_key)
+    return {w: values.filter(pc.equal(pseud, w)) for w in wanted}

@@ -1,24 +1,24 @@
 """Vectorised pseudonymisation and sealing of Arrow columns.
 
-**Pseudonyms** are lowercase hex HMAC-SHA-256(key, canonical text of the value). The hash is *keyed* because the
-space of valid personnummer is small enough to enumerate: an unkeyed hash would be reversed by hashing every
-candidate. The key lives outside the data and the config (environment or secret backend); its id goes to the
-catalog, so a key rotation (which breaks linkability) is visible. Pseudonymised data is still personal data.
+**Pseudonyms** are lowercase hex HMAC-SHA-256(K, canonical text of the value), K = the key's hex text. The hash is
+*keyed* because the space of valid personnummer is small enough to enumerate: an unkeyed hash would be reversed by
+hashing every candidate. The key lives outside the data and the config (environment or secret backend); its id goes
+to the catalog, so a key rotation (which breaks linkability) is visible. Pseudonymised data is still personal data.
 
 **Seals** keep the authentic original next to its pseudonym, so the cold zone can restore the record: archival law
 counts losing the original as disposal. Each value is sealed with AES-256-CTR then HMAC-SHA-256 (encrypt-then-MAC,
 the construction Google Tink calls AES-CTR-HMAC-AEAD). Encryption and MAC keys are derived from the seal key with
 HKDF-SHA256 under distinct info labels. Every value carries its own 16-byte IV = 8 random bytes per call || 4-byte
-big-endian value index || 4-byte block counter starting at 0, so no counter block repeats under one key while a
-call seals < 2**32 values. Layout: 0x01 || iv(16) || ct || tag(16), with
-tag = HMAC-SHA-256(mac_key, 0x01 || iv || len(aad) as 8 bytes BE || aad || ct)[:16]. Sealed values are
-self-contained: any subset, in any order, unseals.
+big-endian value index || 4-byte block counter starting at 0, so no counter block repeats under one key while a call
+seals < 2**32 values. Layout: 0x01 || iv(16) || ct || tag(16), with tag = HMAC-SHA-256(mac_key, 0x01 || iv ||
+len(aad) as 8 bytes BE || aad || ct)[:16]. Sealed values are self-contained: any subset, in any order, unseals.
 
-Nothing loops over rows in Python: canonical text uses Arrow casts; HMAC is composed in DuckDB (threaded, reading
-the Arrow buffers) as sha256(opad || unhex(sha256(ipad || msg))) over BLOBs (DuckDB hashes BLOB bytes as-is); the
-CTR keystream for all values comes from ONE AES-ECB call over counter blocks built with numpy and is XORed onto the
-concatenated plaintext bytes (offsets arithmetic, a strided view when all values have one length); per-value
-framing (join, slice, compare) uses Arrow kernels.
+Nothing loops over rows in Python: canonical text uses Arrow casts; HMAC-SHA-256 runs in Rust over the Arrow buffers
+(polars-hash), keyed with the secret's lowercase hex text (the plugin takes text keys; 64 ASCII bytes, one SHA-256
+block, 256 bits of entropy — ``hmac.new(key.hex().encode(), msg, sha256)`` reproduces every value); the CTR
+keystream for all values comes from ONE AES-ECB call over counter blocks built with numpy and is XORed onto the
+concatenated plaintext bytes (offsets arithmetic, a strided view when all values have one length); per-value framing
+(join, slice, compare) uses Arrow kernels.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-import duckdb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -43,7 +42,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from zones.errors import IntegrityError, MissingSecretError
 
-__all__ = ["Keys", "canonical_text", "load_keys", "pseudonymise", "seal", "unseal"]
+__all__ = ["Keys", "canonical_text", "load_keys", "open_sealed", "pseudonymise", "pseudonymise_hex", "seal", "seal_siv",
+           "unseal", "unseal_siv"]
 
 ArrowArray: TypeAlias = "pa.Array | pa.ChunkedArray"
 U8 = npt.NDArray[np.uint8]
@@ -53,18 +53,18 @@ VERSION = 0x01
 OVERHEAD = 33  # version(1) + iv(16) + tag(16)
 ENC_INFO = b"datazones/seal/v1/aes-256-ctr"
 MAC_INFO = b"datazones/seal/v1/hmac-sha256"
-_BATCH_ROWS = 16_384  # DuckDB morsel size: small batches let every thread work on one Arrow table
-_HMAC_SQL = "sha256($opad || unhex(sha256({msg})))"
 
 
 def canonical_text(arr: ArrowArray) -> ArrowArray:
-    """Canonical text of each value (nulls stay null); see the module docs for the per-type forms."""
+    """Canonical text per value, nulls stay null: integers in decimal, strings as-is, dates YYYY-MM-DD, timestamps
+    2024-01-02T03:04:05.000000+00:00 (UTC; naive ones are taken as UTC; sub-microsecond data raises), decimals as
+    their plain string (scale kept: 1.500), booleans true/false."""
     t = arr.type
     if pa.types.is_dictionary(t):
         return canonical_text(pc.cast(arr, t.value_type))
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return arr
-    if pa.types.is_timestamp(t):  # naive timestamps are taken as UTC; sub-microsecond data raises
+    if pa.types.is_timestamp(t):
         utc = pc.cast(arr, pa.timestamp("us", tz="UTC"))
         return pc.strftime(utc, format="%Y-%m-%dT%H:%M:%S+00:00")
     if (pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t) or pa.types.is_date(t)
@@ -72,26 +72,6 @@ def canonical_text(arr: ArrowArray) -> ArrowArray:
         return pc.cast(arr, pa.string())
     raise TypeError(f"canonical_text: no canonical text for Arrow type {t} (supported: integers, strings, "
                     "dates, timestamps, decimals, booleans); convert the column first")
-
-
-def _pads(key: bytes) -> dict[str, bytes]:
-    """HMAC inner/outer pads of `key` (RFC 2104: keys longer than the block are hashed first)."""
-    k = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
-    return {"ipad": bytes(b ^ 0x36 for b in k), "opad": bytes(b ^ 0x5C for b in k)}
-
-
-def _threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _duck(expr: str, table: pa.Table, params: dict[str, bytes]) -> pa.ChunkedArray:
-    """Evaluate one DuckDB expression over `table` (row order preserved) on all cores."""
-    con = duckdb.connect(config={"threads": _threads(), "preserve_insertion_order": True})
-    try:
-        con.register("t", pa.Table.from_batches(table.to_batches(max_chunksize=_BATCH_ROWS), schema=table.schema))
-        return con.sql(f"SELECT {expr} AS r FROM t", params=params).to_arrow_table().column(0)
-    finally:
-        con.close()
 
 
 def _as_binary(arr: pa.Array) -> pa.Array:
@@ -109,18 +89,51 @@ def _single(arr: ArrowArray) -> pa.Array:
 
 
 def pseudonymise(arr: ArrowArray, key: bytes) -> ArrowArray:
-    """Lowercase hex HMAC-SHA-256(key, canonical_text(value) as UTF-8); nulls stay null.
+    """Lowercase hex HMAC-SHA-256(K, canonical_text(value) as UTF-8), K = the key's lowercase hex text.
 
-    Returns an Array for an Array and a ChunkedArray for a ChunkedArray.
+    Nulls stay null. Returns an Array for an Array and a ChunkedArray for a ChunkedArray.
     """
     if len(key) < 32:
         raise ValueError("pseudonymise: key must be at least 32 bytes")
     text = canonical_text(arr)
-    chunks = [_as_binary(c) for c in (text.chunks if isinstance(text, pa.ChunkedArray) else [text])]
-    typ = chunks[0].type if chunks else pa.binary()
-    table = pa.Table.from_batches([pa.record_batch([c], names=["v"]) for c in chunks], pa.schema([("v", typ)]))
-    out = _duck(_HMAC_SQL.format(msg="$ipad || v"), table, _pads(key))
-    return out.combine_chunks() if isinstance(arr, pa.Array) else out
+    if isinstance(text, pa.ChunkedArray):
+        return pa.chunked_array([_hmac_hex(c, key) for c in text.chunks], pa.string())
+    return _hmac_hex(text, key)
+
+
+pseudonymise_hex = pseudonymise
+
+
+def _hmac_hex(values: pa.Array, key: bytes) -> pa.Array:
+    """HMAC-SHA-256 of every value (string or binary) in Rust (polars-hash; the SHA-NI-capable sha2 crate).
+
+    The plugin takes its key as text, so the HMAC key K is the secret's lowercase hex (64 ASCII bytes = one
+    SHA-256 block, 256 bits of entropy): ``hmac.new(key.hex().encode(), msg, sha256)`` reproduces it.
+    """
+    import polars as pl
+    import polars_hash  # noqa: F401  (registers the .chash namespace)
+
+    if len(values) == 0:
+        return pa.array([], pa.string())
+    col = pl.from_arrow(values)
+    assert isinstance(col, pl.Series)
+    expr = pl.col("v").chash.hmac_sha256(key=key.hex())  # type: ignore[attr-defined]
+    out = col.to_frame("v").select(expr).to_series().to_arrow()
+    return out.cast(pa.string())
+
+
+_LUT = np.zeros(256, np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _LUT[_c] = _i
+
+
+def _hex_prefix(hexes: pa.Array, nbytes: int) -> U8:
+    """The first ``nbytes`` bytes encoded by each (null-free, lowercase) hex string, as an (n, nbytes) matrix."""
+    off, data = _values(hexes)
+    starts = off[:-1]
+    idx = starts[:, None] + np.arange(2 * nbytes)[None, :]
+    nib = _LUT[data[idx]]
+    return ((nib[:, 0::2] << 4) | nib[:, 1::2]).astype(np.uint8)
 
 
 def _values(arr: pa.Array) -> tuple[I64, U8]:
@@ -180,11 +193,10 @@ def _ctr_xor(enc_key: bytes, iv: U8, off: I64, data: U8) -> U8:
 
 
 def _tags(mac_key: bytes, aad: bytes, head: pa.Array, ct: pa.Array) -> pa.Array:
-    """HMAC-SHA-256(mac_key, head || len(aad) as 8 bytes BE || aad || ct)[:16] per value (head = 0x01 || iv)."""
+    """HMAC-SHA-256(K_mac, head || len(aad) as 8 bytes BE || aad || ct)[:16] per value (head = 0x01 || iv)."""
     msg = pc.binary_join_element_wise(head, pa.scalar(len(aad).to_bytes(8, "big") + aad, head.type), ct,
                                       pa.scalar(b"", head.type))
-    expr = f"unhex(left({_HMAC_SQL.format(msg='$ipad || v')}, 32))"
-    return _single(_duck(expr, pa.table({"v": msg}), _pads(mac_key))).cast(head.type)
+    return _fixed(_hex_prefix(_hmac_hex(msg, mac_key), 16), head.type)
 
 
 def _derive(key: bytes) -> tuple[bytes, bytes]:
@@ -210,7 +222,8 @@ def seal(arr: ArrowArray, key: bytes, *, aad: bytes) -> pa.BinaryArray:
     def core(text: pa.Array, _: I64) -> pa.Array:
         off, data = _values(text)
         n = len(text)
-        assert n < 2**32, "one seal call must hold fewer than 2**32 values (IV uniqueness)"
+        if n >= 2**32:  # the 4-byte value index in the IV must not wrap
+            raise ValueError("seal: one call must hold fewer than 2**32 values; split the column")
         typ = pa.large_binary() if int(off[-1]) + OVERHEAD * n >= 2**31 else pa.binary()
         head = np.zeros((n, 17), np.uint8)  # version || iv = random prefix || value index || block counter 0
         head[:, 0] = VERSION
@@ -253,6 +266,95 @@ def unseal(sealed: ArrowArray, key: bytes, *, aad: bytes) -> pa.StringArray:
     return _null_safe(arr, core)
 
 
+SIV_VERSION = 0x02
+SIV_INFO = b"datazones/seal/v2/siv-aes-256-ctr"
+
+
+def seal_siv(arr: ArrowArray, pseudonyms: ArrowArray, key: bytes) -> pa.BinaryArray:
+    """Seal a column that is also pseudonymised, SIV-style: the pseudonym is the synthetic IV *and* the tag.
+
+    ``0x02 || AES-256-CTR(K, iv = pseudonym[:16] with the counter's top bit cleared, canonical_text(value))``,
+    K = HKDF(seal key, SIV_INFO). This is the SIV construction (Rogaway–Shrimpton deterministic authenticated
+    encryption) with HMAC-SHA-256 under the pseudonym key as its PRF; the IV is not stored again because the
+    pseudonym column holds it. Deterministic, so equal originals give equal ciphertexts — which the pseudonym
+    reveals anyway. Costs one bulk AES pass and no extra HMAC; opening needs both keys (:func:`unseal_siv`).
+    """
+    enc_key = HKDF(hashes.SHA256(), 32, salt=None, info=SIV_INFO).derive(key)
+    text = _single(canonical_text(arr))
+    ivs = _single(pseudonyms).cast(pa.string())
+    if len(text) != len(ivs):
+        raise ValueError("seal_siv: values and pseudonyms differ in length")
+
+    def core(t: pa.Array, pos: I64) -> pa.Array:
+        off, data = _values(t)
+        iv = _siv_iv(ivs.take(pa.array(pos)))
+        ct = _binary(off, _ctr_xor(enc_key, iv, off, data), pa.binary())
+        head = _fixed(np.full((len(t), 1), SIV_VERSION, np.uint8), pa.binary())
+        return pc.binary_join_element_wise(head, ct, pa.scalar(b"", pa.binary()))
+
+    return _null_safe(text, core)
+
+
+def _siv_iv(pseudonyms: pa.Array) -> U8:
+    rows = _hex_prefix(pseudonyms.cast(pa.string()), 16)
+    rows[:, 12] &= 0x7F  # the 32-bit block counter starts below 2**31: no value can wrap it
+    return rows
+
+
+def unseal_siv(sealed: ArrowArray, pseudonyms: ArrowArray, keys: Keys) -> pa.StringArray:
+    """Open :func:`seal_siv` values and prove them: HMAC(pseudonym key, original) must equal the pseudonym."""
+    if keys.seal_key is None:
+        raise MissingSecretError("unsealing needs DATAZONES_SEAL_KEY (the archive function's key)")
+    enc_key = HKDF(hashes.SHA256(), 32, salt=None, info=SIV_INFO).derive(keys.seal_key)
+    arr, ivs = _single(sealed), _single(pseudonyms).cast(pa.string())
+
+    def core(s: pa.Array, pos: I64) -> pa.Array:
+        off, data = _values(s)
+        lens = np.diff(off)
+        if (lens < 1).any():
+            raise IntegrityError(f"{int((lens < 1).sum())} sealed values are empty (malformed)")
+        version_ok = data[off[:-1]] == SIV_VERSION
+        keep = np.ones(len(data), bool)
+        keep[off[:-1]] = False  # drop each value's version byte
+        ct_off, ct = off - np.arange(len(off), dtype=np.int64), data[keep]
+        iv_vals = ivs.take(pa.array(pos))
+        text = _binary(ct_off, _ctr_xor(enc_key, _siv_iv(iv_vals), ct_off, ct), pa.string())
+        ok = version_ok & pc.equal(pseudonymise(text, keys.pseudonym_key), iv_vals).to_numpy(zero_copy_only=False)
+        if not ok.all():
+            bad = ~ok
+            raise IntegrityError(f"{int(bad.sum())} of {len(arr)} sealed values failed authentication (tampered, "
+                                 f"wrong key or a pseudonym that does not belong to them); first failing index "
+                                 f"{int(pos[np.argmax(bad)])}")
+        return text
+
+    return _null_safe(arr, core)
+
+
+def open_sealed(sealed: ArrowArray, keys: Keys, *, aad: bytes, pseudonyms: ArrowArray | None = None
+                ) -> pa.StringArray:
+    """Open a sealed column whatever its format: v1 (:func:`seal`) or v2 (:func:`seal_siv`, needs pseudonyms)."""
+    if keys.seal_key is None:
+        raise MissingSecretError("unsealing needs DATAZONES_SEAL_KEY (the archive function's key)")
+    arr = _single(sealed)
+    first = pc.binary_slice(arr, 0, 1, 1)
+    siv = pc.fill_null(pc.equal(first, pa.scalar(bytes([SIV_VERSION]), pa.binary())), False)
+    n_siv = int(pc.sum(siv).as_py() or 0)
+    if n_siv == 0:
+        return unseal(arr, keys.seal_key, aad=aad)
+    if pseudonyms is None:
+        raise IntegrityError("these sealed values are SIV-sealed (v2): opening them needs their pseudonym column")
+    if n_siv == len(arr) - arr.null_count:
+        return unseal_siv(arr, pseudonyms, keys)
+    v1 = pc.invert(siv)
+    out_v2 = unseal_siv(arr.filter(siv), _single(pseudonyms).filter(siv), keys)
+    out_v1 = unseal(arr.filter(v1), keys.seal_key, aad=aad)
+    idx = np.cumsum(siv.to_numpy(zero_copy_only=False)) - 1
+    idx1 = np.cumsum(v1.to_numpy(zero_copy_only=False)) - 1
+    merged = pa.concat_arrays([out_v2.cast(pa.string()), out_v1.cast(pa.string())])
+    take = np.where(siv.to_numpy(zero_copy_only=False), idx, len(out_v2) + idx1)
+    return merged.take(pa.array(take))
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key material for pseudonymisation and sealing. The repr shows key ids only, never key bytes."""
@@ -266,7 +368,7 @@ class Keys:
         return f"Keys(pseudonym_key_id={self.pseudonym_key_id!r}, seal_key_id={self.seal_key_id!r})"
 
 
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2}){32,}")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 _HOWTO = ("expected 64+ hex characters (32+ bytes) or 'base64:' followed by base64 of 32+ bytes. Make one with "
           "`python -c \"import secrets; print(secrets.token_hex(32))\"` and provide it through the environment or "
           "a secret backend (Vault, a Kubernetes/Airflow secret), never from a file in the repository.")
@@ -284,7 +386,7 @@ def _parse_key(env: Mapping[str, str], var: str) -> bytes | None:
     elif _HEX.fullmatch(raw):
         key = bytes.fromhex(raw)
     else:
-        raise MissingSecretError(f"{var} is malformed (not hex of even length >= 64, not base64:); {_HOWTO}")
+        raise MissingSecretError(f"{var} is malformed (neither an even number of hex digits nor base64:); {_HOWTO}")
     if len(key) < 32:
         raise MissingSecretError(f"{var} is too short ({len(key)} bytes, need >= 32); {_HOWTO}")
     return key

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lifecycle.protect import Keys, pseudonymise, seal
+from lifecycle.protect import Keys, pseudonymise, seal, seal_siv
 from zones.errors import ConfigError, SchemaChangeError
 from zones.hot import HotTable
 from zones.model import Column, Dataset
@@ -135,7 +135,10 @@ def to_warm(ds_name: str, ds: Dataset, plans: list[ColumnPlan], data: pa.Table, 
             out[p.name] = generalise(col, p.column.generalise)
         if p.sealed:
             assert keys.seal_key is not None
-            out[p.name + SEALED_SUFFIX] = seal(col, keys.seal_key, aad=seal_aad(ds_name, p.name))
+            if p.policy == "pseudonymise":  # SIV: the pseudonym is IV and tag, sealing is one bulk AES pass
+                out[p.name + SEALED_SUFFIX] = seal_siv(col, out[p.name], keys.seal_key)
+            else:
+                out[p.name + SEALED_SUFFIX] = seal(col, keys.seal_key, aad=seal_aad(ds_name, p.name))
     n = data.num_rows
     out["_dz_batch"] = constant(batch_id, n)
     out["_dz_key_id"] = constant(keys.pseudonym_key_id, n)

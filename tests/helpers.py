@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lifecycle.protect import unseal
+from lifecycle.protect import Keys, open_sealed
 from lifecycle.transform import SEALED_SUFFIX, icd10_chapter, seal_aad
 from lifecycle.warm import WarmTable
 from tests.conftest import PSEUDONYM_KEY, SEAL_KEY
@@ -54,7 +54,7 @@ def hot_rows(project: Project, dataset: str) -> pa.Table:
 def expected_warm(project: Project, dataset: str, hot: pa.Table) -> dict[str, tuple[Any, ...]]:
     """pk-text -> the warm values, computed per row with the standard library (not the vectorised code)."""
     ds = project.dataset(dataset)
-    key = bytes.fromhex(PSEUDONYM_KEY)
+    key = PSEUDONYM_KEY.encode()  # the HMAC key is the secret's hex text (see lifecycle.protect)
     out = {}
     for row in hot.to_pylist():
         vals: list[Any] = []
@@ -118,8 +118,11 @@ def assert_warm_matches_hot(project: Project, dataset: str) -> int:
         seal_key = bytes.fromhex(SEAL_KEY)
         hot_by_pk = dict(zip(expected_warm_keys(project, dataset, hot), hot.to_pylist(), strict=True))
         warm_pks = ["|".join(text(r[k]) or "" for k in ds.primary_key) for r in t.select(ds.primary_key).to_pylist()]
+        keys = Keys(bytes.fromhex(PSEUDONYM_KEY), "test", seal_key, "test")
         for name in sealed:
-            restored = unseal(t.column(name + SEALED_SUFFIX), seal_key, aad=seal_aad(dataset, name)).to_pylist()
+            pseud = t.column(name) if name in t.column_names else None
+            restored = open_sealed(t.column(name + SEALED_SUFFIX), keys, aad=seal_aad(dataset, name),
+                                   pseudonyms=pseud).to_pylist()
             bad = [pk for pk, v in zip(warm_pks, restored, strict=True) if v != text(hot_by_pk[pk][name])]
             assert not bad, f"{dataset}.{name}: {len(bad)} sealed originals do not restore (e.g. key {bad[0]})"
     return len(exp)

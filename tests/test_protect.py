@@ -28,7 +28,7 @@ MIXED = ["", "åäö 🙂 Ünïcødé", None, "198001011234", "x" * 1024, "\\x41
 
 
 def ref_hmac(key: bytes, text: str | None) -> str | None:
-    return None if text is None else hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    return None if text is None else hmac.new(key.hex().encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
 def flip(sealed: pa.Array, row: int, byte: int) -> pa.Array:
@@ -75,7 +75,7 @@ def test_pseudonymise_equals_python_hmac_on_strings() -> None:
     out = pseudonymise(pa.array(MIXED), KEY)
     assert isinstance(out, pa.Array)
     assert out.to_pylist() == [ref_hmac(KEY, v) for v in MIXED]
-    assert out[3].as_py() == hmac.new(KEY, b"198001011234", hashlib.sha256).hexdigest()
+    assert out[3].as_py() == hmac.new(KEY.hex().encode(), b"198001011234", hashlib.sha256).hexdigest()
 
 
 def test_pseudonymise_equals_python_hmac_on_ints_dates_timestamps() -> None:
@@ -148,6 +148,8 @@ def test_unseal_subset_in_shuffled_order() -> None:
     picks = random.Random(3).sample(range(500), 123)
     assert unseal(sealed.take(pa.array(picks)), SEAL_KEY, aad=AAD).to_pylist() == [values[i] for i in picks]
     assert unseal(sealed.slice(400, 7), SEAL_KEY, aad=AAD).to_pylist() == values[400:407]
+    sliced_input = pa.array(values).slice(10, 30)
+    assert unseal(seal(sliced_input, SEAL_KEY, aad=AAD), SEAL_KEY, aad=AAD).to_pylist() == values[10:40]
 
 
 def test_seal_follows_aes_ctr_hmac_construction_exactly() -> None:
@@ -166,7 +168,7 @@ def test_seal_follows_aes_ctr_hmac_construction_exactly() -> None:
         ctr = Cipher(algorithms.AES(enc_key), modes.CTR(iv)).encryptor()
         assert ct == ctr.update(value.encode()) + ctr.finalize()
         mac_input = b"\x01" + iv + len(AAD).to_bytes(8, "big") + AAD + ct
-        assert tag == hmac.new(mac_key, mac_input, hashlib.sha256).digest()[:16]
+        assert tag == hmac.new(mac_key.hex().encode(), mac_input, hashlib.sha256).digest()[:16]
     assert len(prefixes) == 1  # one random prefix per call
 
 
@@ -175,7 +177,8 @@ def test_unknown_version_is_rejected_even_with_a_valid_tag() -> None:
     mac_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"datazones/seal/v1/hmac-sha256").derive(SEAL_KEY)
     body = b"\x02" + blob[1:-16]
     ct = body[17:]
-    tag = hmac.new(mac_key, body[:17] + len(AAD).to_bytes(8, "big") + AAD + ct, hashlib.sha256).digest()[:16]
+    tag = hmac.new(mac_key.hex().encode(), body[:17] + len(AAD).to_bytes(8, "big") + AAD + ct,
+                   hashlib.sha256).digest()[:16]
     with pytest.raises(IntegrityError, match="1 of 1"):
         unseal(pa.array([body + tag], pa.binary()), SEAL_KEY, aad=AAD)
 
@@ -245,14 +248,16 @@ def test_load_keys_hex_base64_and_ids() -> None:
 
 @pytest.mark.parametrize(("env", "need_seal", "var", "problem"), [
     ({}, False, "DATAZONES_PSEUDONYM_KEY", "not set"),
-    ({"DATAZONES_PSEUDONYM_KEY": "ab" * 31}, False, "DATAZONES_PSEUDONYM_KEY", "malformed"),
+    ({"DATAZONES_PSEUDONYM_KEY": "ab" * 31}, False, "DATAZONES_PSEUDONYM_KEY", "too short (31 bytes, need >= 32)"),
     ({"DATAZONES_PSEUDONYM_KEY": "zz" * 32}, False, "DATAZONES_PSEUDONYM_KEY", "malformed"),
     ({"DATAZONES_PSEUDONYM_KEY": "a" * 65}, False, "DATAZONES_PSEUDONYM_KEY", "malformed"),
     ({"DATAZONES_PSEUDONYM_KEY": "base64:" + base64.b64encode(b"k" * 16).decode()}, False,
      "DATAZONES_PSEUDONYM_KEY", "too short (16 bytes"),
     ({"DATAZONES_PSEUDONYM_KEY": "base64:!!notbase64!!"}, False, "DATAZONES_PSEUDONYM_KEY", "not valid base64"),
     ({"DATAZONES_PSEUDONYM_KEY": HEX_P}, True, "DATAZONES_SEAL_KEY", "not set"),
-    ({"DATAZONES_PSEUDONYM_KEY": HEX_P, "DATAZONES_SEAL_KEY": "12" * 20}, False, "DATAZONES_SEAL_KEY", "malformed"),
+    ({"DATAZONES_PSEUDONYM_KEY": HEX_P, "DATAZONES_SEAL_KEY": "12" * 20}, False, "DATAZONES_SEAL_KEY", "too short"),
+    ({"DATAZONES_PSEUDONYM_KEY": HEX_P, "DATAZONES_SEAL_KEY": "secret-in-plain"}, True, "DATAZONES_SEAL_KEY",
+     "malformed"),
 ])
 def test_load_keys_errors_explain_the_fix(env: dict[str, str], need_seal: bool, var: str, problem: str) -> None:
     with pytest.raises(MissingSecretError) as err:
@@ -275,3 +280,41 @@ def test_keys_repr_hides_key_material() -> None:
     assert isinstance(keys, Keys)
     with pytest.raises(AttributeError):
         keys.seal_key = b"x" * 32  # type: ignore[misc]
+
+
+def test_siv_seal_round_trip_subset_and_tamper() -> None:
+    from lifecycle.protect import Keys, open_sealed, seal_siv, unseal_siv
+
+    keys = Keys(KEY, "p", SEAL_KEY, "s")
+    vals = pa.array(["198112189876", None, "åäö", "", "x" * 300, "198112189876"])
+    pseud = pseudonymise(vals, KEY)
+    sealed = seal_siv(vals, pseud, SEAL_KEY)
+    assert sealed[0].as_py() == sealed[5].as_py() and sealed[0].as_py()[0] == 2  # deterministic, version 2
+    assert b"198112189876" not in sealed[0].as_py()
+    assert unseal_siv(sealed, pseud, keys).to_pylist() == vals.to_pylist()
+    order = pa.array([4, 2, 0])
+    assert unseal_siv(sealed.take(order), pseud.take(order), keys).to_pylist() == vals.take(order).to_pylist()
+    assert open_sealed(sealed, keys, aad=b"", pseudonyms=pseud).to_pylist() == vals.to_pylist()
+    flipped = bytearray(sealed[4].as_py())
+    flipped[7] ^= 1
+    bad = pa.array([*sealed.to_pylist()[:4], bytes(flipped), sealed[5].as_py()], pa.binary())
+    with pytest.raises(IntegrityError, match="first failing index 4"):
+        unseal_siv(bad, pseud, keys)
+    swapped = pa.array([pseud[2].as_py(), *pseud.to_pylist()[1:]], pa.string())
+    with pytest.raises(IntegrityError, match="1 of 6"):  # a ciphertext moved to another pseudonym is refused
+        unseal_siv(sealed, swapped, keys)
+    with pytest.raises(IntegrityError):
+        unseal_siv(sealed, pseud, Keys(KEY, "p", bytes(32), "s"))  # wrong seal key
+
+
+def test_mixed_v1_and_v2_columns_open() -> None:
+    from lifecycle.protect import Keys, open_sealed, seal_siv
+
+    keys = Keys(KEY, "p", SEAL_KEY, "s")
+    vals = pa.array(["a", "bb", None, "dddd"])
+    pseud = pseudonymise(vals, KEY)
+    v1, v2 = seal(vals, SEAL_KEY, aad=AAD), seal_siv(vals, pseud, SEAL_KEY)
+    mixed = pa.array([v2[0].as_py(), v1[1].as_py(), None, v2[3].as_py()], pa.binary())
+    assert open_sealed(mixed, keys, aad=AAD, pseudonyms=pseud).to_pylist() == vals.to_pylist()
+    with pytest.raises(IntegrityError, match="needs their pseudonym column"):
+        open_sealed(mixed, keys, aad=AAD)
