@@ -377,9 +377,9 @@ def bag(package_dir: Path, *, info: dict[str, str], processes: int = 1) -> Path:
     final, partial = pkg.parent / f"{objid}.bag", pkg.parent / f".{objid}.bag.partial"
     if final.exists() or locate(pkg)[1] is not None:
         raise TerminalError(f"{pkg} is already bagged; verify the bag (lifecycle.fixity) instead of bagging again")
-    if partial.exists():
-        for leftover in (partial / "data" / objid, partial / objid):
-            if leftover.is_dir() and not pkg.exists():
+    if partial.exists():  # a crash: put the package back (bagit moves it via a tmpXXXX folder), then start over
+        for leftover in sorted(partial.glob(f"**/{objid}")):
+            if (leftover / "METS.xml").is_file() and not pkg.exists():
                 os.rename(leftover, pkg)
         shutil.rmtree(partial)
     if not (pkg / "METS.xml").is_file():

@@ -75,6 +75,30 @@ holds = sa.Table(
     sa.Column("released_by", sa.String(128)),
 )
 
+packages = sa.Table(
+    "dz_packages", META,
+    sa.Column("package_id", sa.String(160), primary_key=True),
+    sa.Column("dataset", sa.String(64), nullable=False, index=True),
+    sa.Column("period", sa.String(16), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("content_sha256", sa.String(64), nullable=False),
+    sa.Column("mets_sha256", sa.String(64), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # verified | disposed
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("verified_at", sa.DateTime(timezone=True)),
+    sa.Column("warm_deleted_at", sa.DateTime(timezone=True)),
+    sa.Column("rows_deleted", sa.BigInteger),
+    sa.Column("cold_action", sa.String(16), nullable=False),
+    sa.Column("dispose_after", sa.Date),
+    sa.Column("basis", sa.Text),
+    sa.Column("secrecy_until", sa.Date, nullable=False),
+    sa.Column("last_audit_at", sa.DateTime(timezone=True)),
+    sa.Column("last_audit_ok", sa.Boolean),
+)
+
 chain_head = sa.Table(
     "dz_chain_head", META,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),

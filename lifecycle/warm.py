@@ -39,15 +39,24 @@ class WarmTable:
                  opaque_columns: list[str] | None = None) -> None:
         self.uri, self.storage_options = uri, storage_options
         self.opaque_columns = opaque_columns or []
+        self._table: Any = None
 
     def _dt(self) -> Any:
+        """The table at its latest version, opened once and again only after our own commits (a log replay)."""
         from deltalake import DeltaTable
 
-        return DeltaTable(self.uri, storage_options=self.storage_options)
+        if self._table is None:
+            self._table = DeltaTable(self.uri, storage_options=self.storage_options)
+        return self._table
+
+    def refresh(self) -> None:
+        self._table = None
 
     def exists(self) -> bool:
         from deltalake import DeltaTable
 
+        if self._table is not None:
+            return True
         return bool(DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options))
 
     def committed(self, app_id: str) -> int:
@@ -90,6 +99,7 @@ class WarmTable:
                         schema_mode="merge" if merge_schema else None,
                         writer_properties=_writer_props(self.opaque_columns),
                         commit_properties=_commit(app_id, seq, meta))
+        self.refresh()
         return int(self._dt().version())
 
     def merge(self, data: pa.Table, *, keys: list[str], newer: str, app_id: str, seq: int,
@@ -107,11 +117,14 @@ class WarmTable:
             .when_not_matched_insert_all()
             .execute()
         )
+        self.refresh()
         metrics["version"] = int(self._dt().version())
         return dict(metrics)
 
     def delete(self, predicate: str, *, app_id: str, seq: int, meta: dict[str, str]) -> dict[str, Any]:
-        return dict(self._dt().delete(predicate, commit_properties=_commit(app_id, seq, meta)))
+        out = dict(self._dt().delete(predicate, commit_properties=_commit(app_id, seq, meta)))
+        self.refresh()
+        return out
 
     def count(self) -> int:
         if not self.exists():

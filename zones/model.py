@@ -209,7 +209,8 @@ class LedgerStore(Strict):
 
 
 class Defaults(Strict):
-    batch_rows: int = Field(500_000, gt=0, description="Rows per extract batch.")
+    batch_rows: int = Field(400_000, gt=0, description="Rows per extract batch (memory grows with it: about "
+                            "four batches are in flight while extract, transform and commit overlap).")
     settle_lag: Dur = Field(Duration(seconds=120), description="Rows modified less than this long before the run "
                             "are left for the next run, so rows of transactions still open are not skipped.")
     lookback: Dur = Field(Duration(seconds=3600), description="Each incremental run re-reads this window before "

@@ -1,0 +1,197 @@
+"""One period of one dataset through the archive: build → bag → move → verify → ledger → read-only → warm delete."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+import sqlalchemy as sa
+
+from lifecycle import holds as holds_mod
+from lifecycle.archive import (
+    Period,
+    _cutoff_expr,
+    authentic_columns,
+    content_hash,
+    disposal_date,
+    hot_types,
+    read_only,
+    reconcile,
+    remove_tree,
+)
+from lifecycle.eark import ColumnDoc, PackageSpec, PackageWriter, bag, validate_reference
+from lifecycle.fixity import verify_package
+from lifecycle.ledger import Ledger, packages, utcnow
+from lifecycle.promote import fault
+from lifecycle.protect import Keys
+from lifecycle.report import TransitionReport
+from lifecycle.warm import WarmTable
+from zones.config import Project
+from zones.errors import IntegrityError
+from zones.model import Dataset
+
+log = logging.getLogger("datazones.archive")
+
+
+def _period_filter(ds: Dataset, schema: pa.Schema, period: Period) -> pads.Expression:
+    f = pads.field(ds.business_date)
+    typ = schema.field(ds.business_date).type
+    lo: Any = period.start
+    hi: Any = period.end
+    if pa.types.is_timestamp(typ):
+        lo = datetime(period.start.year, period.start.month, period.start.day, tzinfo=typ.tz and __import__(
+            "datetime").UTC)
+        hi = datetime(period.end.year, period.end.month, period.end.day, 23, 59, 59, 999999,
+                      tzinfo=typ.tz and __import__("datetime").UTC)
+    expr = (f >= pa.scalar(lo, typ)) & (f <= pa.scalar(hi, typ))
+    if "_dz_period" in schema.names and ds.archive.period == "year" and ds.partition_by == "year":
+        expr = expr & (pads.field("_dz_period") == period.start.year)  # partition pruning
+    return expr
+
+
+def _existing(ledger: Ledger, dataset: str, period: str) -> list[dict[str, Any]]:
+    with ledger.engine.connect() as c:
+        rows = c.execute(sa.select(packages).where(packages.c.dataset == dataset, packages.c.period == period)
+                         .order_by(packages.c.seq)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def archive_period(project: Project, dataset: str, ds: Dataset, period: Period, *, as_of: datetime, execute: bool,
+                   keys: Keys, ledger: Ledger, operator: str, report: TransitionReport,
+                   reference_validator: bool) -> None:
+    warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"))
+    dset = warm._dt().to_pyarrow_dataset()
+    due, _ = _cutoff_expr(ds, dset.schema, as_of)
+    t = time.perf_counter()
+    rows = dset.to_table(filter=due & _period_filter(ds, dset.schema, period))
+    rows = rows.take(pc.sort_indices(rows, [(k, "ascending") for k in ds.primary_key]))
+    report.add_time("read", time.perf_counter() - t)
+    if rows.num_rows == 0:
+        return
+    report.rows_read += rows.num_rows
+    t = time.perf_counter()
+    record = authentic_columns(dataset, ds, rows, keys)
+    digest = content_hash(record)
+    report.add_time("restore", time.perf_counter() - t)
+    done = [p for p in _existing(ledger, dataset, period.label) if p["status"] in ("verified", "disposed")]
+    same = next((p for p in done if p["content_sha256"] == digest), None)
+    if same is None:
+        same = _build(project, dataset, ds, period, record, digest, rows.num_rows, seq=len(done) + 1, as_of=as_of,
+                      ledger=ledger, operator=operator, report=report, reference_validator=reference_validator)
+    report.batch_ids.append(same["package_id"])
+    if execute and same["warm_deleted_at"] is None:
+        _delete_from_warm(project, dataset, ds, warm, rows, same, keys, ledger, report)
+
+
+def _build(project: Project, dataset: str, ds: Dataset, period: Period, record: pa.Table, digest: str, n: int, *,
+           seq: int, as_of: datetime, ledger: Ledger, operator: str, report: TransitionReport,
+           reference_validator: bool) -> dict[str, Any]:
+    cold = Path(project.zone_uri("cold"))
+    objid = f"datazones-{dataset}-{period.label}-{seq:04d}"
+    staging = cold / ".staging"
+    final_dir = cold / dataset
+    final = final_dir / f"{objid}.bag"
+    for leftover in (staging / objid, staging / f"{objid}.bag", staging / f".{objid}.bag.partial", final):
+        remove_tree(leftover)  # not verified in the ledger: unfinished work from a crash, built again
+    staging.mkdir(parents=True, exist_ok=True)
+    final_dir.mkdir(parents=True, exist_ok=True)
+    types = hot_types(project, ds)
+    docs = tuple(ColumnDoc(name=c, type=types.get(c, "string"), nullable=True,
+                           description=(ds.columns[c].description or "") if c in ds.columns else "undeclared column",
+                           personal_data=ds.columns[c].personal_data if c in ds.columns else "unclassified")
+                 for c in record.column_names)
+    agency = project.config.agency
+    rule = ds.retention.cold
+    spec = PackageSpec(
+        objid=objid, dataset=dataset, title=f"{dataset} {period.label}", description=ds.description or dataset,
+        owner=ds.owner, steward=ds.steward, domain=ds.domain or dataset, period_label=period.label,
+        period_start=period.start, period_end=period.end, rows=n,
+        agency_name=agency.name if agency else "unknown", agency_id=agency.org_id if agency else None,
+        cold_action=rule.action, basis=rule.basis, dispose_after=disposal_date(ds, period),
+        secrecy_until=ds.archive.secrecy.add_to(period.end), columns=docs, content_sha256=digest,
+        created=as_of, operator=operator)
+    t = time.perf_counter()
+    writer = PackageWriter(staging, spec, overwrite=True)
+    with writer.data_file(f"{dataset}.csv", rows=n) as fh:
+        pacsv.write_csv(record, fh, pacsv.WriteOptions(include_header=True, quoting_style="all_valid"))
+    info = writer.finish()
+    fault("archive_after_build")
+    bagged = bag(info.path, info={"Source-Organization": spec.agency_name, "External-Description": spec.title})
+    bagged.rename(final)
+    fault("archive_after_move")
+    report.add_time("write", time.perf_counter() - t)
+    t = time.perf_counter()
+    result = verify_package(final, expected_mets_sha256=info.mets_sha256)
+    if not result.ok:
+        raise IntegrityError(f"package {objid} failed verification after writing: "
+                             + "; ".join(f"{p.path}: {p.problem}" for p in result.problems[:5]))
+    pkg_dir = result.package
+    rows_back, digest_back = reconcile(pkg_dir / "representations" / "rep1" / "data" / f"{dataset}.csv",
+                                       record.column_names)
+    if (rows_back, digest_back) != (n, digest):
+        raise IntegrityError(f"package {objid}: the CSV read back holds {rows_back} rows with content hash "
+                             f"{digest_back[:12]}…, the warm rows were {n} with {digest[:12]}…")
+    validator = validate_reference(pkg_dir) if reference_validator else None
+    if validator is not None and validator.available and not validator.valid:
+        raise IntegrityError(f"package {objid} is not a valid E-ARK SIP: {'; '.join(validator.errors[:5])}")
+    report.add_time("verify", time.perf_counter() - t)
+    size = sum(s for s, _ in result.files.values())
+    row = {"package_id": objid, "dataset": dataset, "period": period.label, "seq": seq, "rows": n, "bytes": size,
+           "content_sha256": digest, "mets_sha256": info.mets_sha256, "path": str(final), "status": "verified",
+           "created_at": as_of, "verified_at": utcnow(), "warm_deleted_at": None, "rows_deleted": None,
+           "cold_action": rule.action, "dispose_after": spec.dispose_after, "basis": rule.basis,
+           "secrecy_until": spec.secrecy_until, "last_audit_at": utcnow(), "last_audit_ok": True}
+    with ledger.engine.begin() as c:
+        c.execute(packages.insert().values(**row))
+        ledger.append("archive.verified", dataset=dataset, batch_id=objid, conn=c, rows=n, bytes=size,
+                      content_sha256=digest, mets_sha256=info.mets_sha256, period=period.label,
+                      validator=("valid" if validator and validator.valid else
+                                 "unavailable" if not validator or not validator.available else "invalid"))
+    fault("archive_after_verified")
+    read_only(final)
+    report.rows_written += n
+    report.bytes_written += size
+    report.batches += 1
+    return row
+
+
+def _delete_from_warm(project: Project, dataset: str, ds: Dataset, warm: WarmTable, rows: pa.Table,
+                      pkg: dict[str, Any], keys: Keys, ledger: Ledger, report: TransitionReport) -> None:
+    """Delete exactly the archived row versions (key + watermark), minus every row a hold covers."""
+    hold_list = holds_mod.active(ledger, dataset)
+    held = holds_mod.held_mask(project, dataset, rows, hold_list,
+                               person_keys=holds_mod.resolve_people(project, hold_list, keys, zone="warm"))
+    source = rows.filter(pc.invert(held)).select([*ds.primary_key, ds.watermark])
+    n_held = rows.num_rows - source.num_rows
+    t = time.perf_counter()
+    deleted = 0
+    if source.num_rows:
+        on = " AND ".join(f't."{k}" = s."{k}"' for k in [*ds.primary_key, ds.watermark])
+        from lifecycle.warm import _commit
+
+        m = (warm._dt().merge(source, on, source_alias="s", target_alias="t", streamed_exec=False,
+                              commit_properties=_commit(f"datazones/archive/{dataset}", _next_txn(warm, dataset),
+                                                        {"datazones.package_id": pkg["package_id"]}))
+             .when_matched_delete().execute())
+        warm.refresh()
+        deleted = int(m.get("num_target_rows_deleted", 0))
+    fault("archive_after_warm_delete")
+    with ledger.engine.begin() as c:
+        c.execute(packages.update().where(packages.c.package_id == pkg["package_id"]).values(
+            warm_deleted_at=utcnow(), rows_deleted=deleted))
+        ledger.append("archive.warm_deleted", dataset=dataset, batch_id=pkg["package_id"], conn=c,
+                      rows_deleted=deleted, rows_held=n_held, holds=[h.hold_id for h in hold_list])
+    report.rows_deleted += deleted
+    report.checks["rows_held"] = report.checks.get("rows_held", 0) + n_held
+    report.add_time("delete", time.perf_counter() - t)
+
+
+def _next_txn(warm: WarmTable, dataset: str) -> int:
+    return warm.committed(f"datazones/archive/{dataset}") + 1
