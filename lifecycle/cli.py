@@ -226,5 +226,7 @@ def main() -> None:
     app()
 
 
+from lifecycle import cli_cold as _cold  # noqa: E402,F401  (registers the cold-zone commands)
+
 if __name__ == "__main__":
     main()

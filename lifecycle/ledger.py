@@ -99,6 +99,38 @@ packages = sa.Table(
     sa.Column("last_audit_ok", sa.Boolean),
 )
 
+disposal_plans = sa.Table(
+    "dz_disposal_plans", META,
+    sa.Column("plan_id", sa.String(32), primary_key=True),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("planned_by", sa.String(128), nullable=False),
+    sa.Column("planned_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("approved_by", sa.String(128)),
+    sa.Column("approved_at", sa.DateTime(timezone=True)),
+    sa.Column("executed_at", sa.DateTime(timezone=True)),
+    sa.Column("status", sa.String(16), nullable=False),  # planned | approved | executed
+    sa.Column("packages", sa.Text, nullable=False),  # JSON list of package entries
+)
+
+# The permanent register of disposals (proof of gallring): outlives the packages, hash-chained on its own.
+disposals = sa.Table(
+    "dz_disposals", META,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("package_id", sa.String(160), nullable=False, unique=True),
+    sa.Column("dataset", sa.String(64), nullable=False),
+    sa.Column("period", sa.String(16), nullable=False),
+    sa.Column("mets_sha256", sa.String(64), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("basis", sa.Text, nullable=False),
+    sa.Column("plan_id", sa.String(32), nullable=False),
+    sa.Column("planned_by", sa.String(128), nullable=False),
+    sa.Column("approved_by", sa.String(128), nullable=False),
+    sa.Column("executed_at", sa.String(40), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # executing | disposed
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
 chain_head = sa.Table(
     "dz_chain_head", META,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),

@@ -1,0 +1,119 @@
+"""What archivists see: package status, verification with a transfer receipt, fixity audits."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from lifecycle import holds as holds_mod
+from lifecycle.archive import package_rows, reconcile
+from lifecycle.eark import validate_reference
+from lifecycle.fixity import append_audit_log, locate, verify_package
+from lifecycle.ledger import Ledger, packages, utcnow
+from lifecycle.receipt import Receipt, render_receipt
+from zones.config import Project
+from zones.errors import TerminalError
+
+
+def package_status(project: Project) -> list[dict[str, Any]]:
+    ledger = Ledger(project.ledger_url)
+    today = datetime.now(UTC).date()
+    out = []
+    for p in package_rows(ledger):
+        hold_list = holds_mod.active(ledger, p["dataset"])
+        held = [h.hold_id for h in hold_list if not h.period or h.period == p["period"]]
+        if p["status"] == "disposed":
+            state = "disposed"
+        elif held:
+            state = f"held ({', '.join(held)})"
+        elif p["dispose_after"] and p["dispose_after"] <= today:
+            state = "due for disposal"
+        else:
+            state = "verified"
+        out.append({"package_id": p["package_id"], "dataset": p["dataset"], "period": p["period"], "rows": p["rows"],
+                    "bytes": p["bytes"], "state": state, "rule": p["cold_action"] + (f" ({p['basis']})"
+                                                                                       if p["basis"] else ""),
+                    "dispose_after": p["dispose_after"].isoformat() if p["dispose_after"] else None,
+                    "secrecy_until": p["secrecy_until"].isoformat(),
+                    "last_audit": (f"{p['last_audit_at']:%Y-%m-%d %H:%M} {'ok' if p['last_audit_ok'] else 'FAILED'}"
+                                   if p["last_audit_at"] else "never"), "path": p["path"]})
+    ledger.dispose()
+    return out
+
+
+def _find(ledger: Ledger, ref: str) -> dict[str, Any] | None:
+    for p in package_rows(ledger):
+        if ref in (p["package_id"], p["path"]) or Path(ref).resolve() == Path(p["path"]).resolve() or \
+                Path(ref).name.removesuffix(".bag") == p["package_id"]:
+            return p
+    return None
+
+
+def verify_and_receipt(project: Project, ref: str, out_dir: Path | None) -> tuple[Receipt, bool, list[Path]]:
+    ledger = Ledger(project.ledger_url)
+    pkg = _find(ledger, ref)
+    path = Path(pkg["path"]) if pkg else Path(ref)
+    if not path.exists():
+        raise TerminalError(f"no package {ref!r} (not in the ledger, no such path); `zones packages` lists them")
+    result = verify_package(path, expected_mets_sha256=pkg["mets_sha256"] if pkg else None)
+    pkg_dir, _ = locate(path)
+    validator = validate_reference(pkg_dir)
+    recon: dict[str, Any] = {}
+    if pkg:
+        csvs = list((pkg_dir / "representations" / "rep1" / "data").glob("*.csv"))
+        try:
+            import pyarrow.csv as pacsv
+
+            header = pacsv.open_csv(csvs[0]).schema.names
+            rows, digest = reconcile(csvs[0], header)
+        except Exception as exc:  # an unreadable CSV is reported, never skipped
+            rows, digest = -1, f"unreadable: {type(exc).__name__}"
+        recon = {"warm_rows": pkg["rows"], "package_rows": rows, "warm_content_sha256": pkg["content_sha256"],
+                 "package_content_sha256": digest, "ok": rows == pkg["rows"] and digest == pkg["content_sha256"]}
+        state = "disposed" if pkg["status"] == "disposed" else ("dispose_scheduled" if pkg["cold_action"] ==
+                                                                "dispose" else "preserve")
+        status = {"state": state, "decision": pkg["basis"],
+                  "holds": [h.hold_id for h in holds_mod.active(ledger, pkg["dataset"])]}
+    else:
+        status = {}
+    receipt = render_receipt(pkg_dir, result, validator, recon, status)
+    target = out_dir or Path(project.zone_uri("cold")) / "_receipts" / (pkg["package_id"] if pkg else pkg_dir.name)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "receipt.json").write_text(receipt.to_json(), encoding="utf-8")
+    (target / "receipt.html").write_text(receipt.to_html(), encoding="utf-8")
+    ok = result.ok and (not validator.available or validator.valid) and bool(recon.get("ok", True))
+    ledger.append("cold.verified", dataset=pkg["dataset"] if pkg else None, batch_id=pkg["package_id"] if pkg else
+                  None, ok=ok, files=result.files_checked, problems=len(result.problems))
+    ledger.dispose()
+    return receipt, ok, [target / "receipt.json", target / "receipt.html"]
+
+
+def run_audit(project: Project, *, sample: int | None = None, threads: int = 2) -> list[dict[str, Any]]:
+    ledger = Ledger(project.ledger_url)
+    rows = [p for p in package_rows(ledger) if p["status"] == "verified"]
+    if sample is not None and sample < len(rows):
+        rows = random.sample(rows, sample)
+    results = []
+    for p in rows:
+        path = Path(p["path"])
+        if not path.exists():
+            ok, problems, files, size, secs = False, [{"path": str(path), "problem": "missing", "expected":
+                                                       "the package", "found": None}], 0, 0, 0.0
+        else:
+            r = verify_package(path, threads=threads, expected_mets_sha256=p["mets_sha256"])
+            append_audit_log(r, operator="datazones audit")
+            ok, files, size, secs = r.ok, r.files_checked, r.bytes_checked, r.seconds
+            problems = [pr.__dict__ for pr in r.problems]
+        with ledger.engine.begin() as c:
+            c.execute(sa.update(packages).where(packages.c.package_id == p["package_id"]).values(
+                last_audit_at=utcnow(), last_audit_ok=ok))
+            ledger.append("audit.fixity", dataset=p["dataset"], batch_id=p["package_id"], conn=c, ok=ok,
+                          files=files, bytes=size, problems=problems[:20])
+        results.append({"package_id": p["package_id"], "ok": ok, "files": files, "bytes": size, "seconds": secs,
+                        "problems": problems})
+    ledger.dispose()
+    return results

@@ -1,0 +1,206 @@
+"""Disposal (gallring) with proof: plan → approve (a second person) → execute → a permanent, chained register.
+
+Preservation is the default; a package is disposable only when its dataset's cold rule is ``dispose`` with a cited
+``basis`` and its disposal date has passed. ``plan`` lists such packages with rule, basis, counts, bytes and the
+holds they hit; ``approve`` must come from another person than the planner (four eyes); ``execute`` deletes only
+approved, unheld packages — re-checking holds at that moment — and first writes the proof: a row in the disposal
+register (package id, its METS checksum, basis, planner, approver, time; hash-chained, kept for ever) and a PREMIS
+deletion event file that outlives the package. No basis, no approval, a hold, or approver = planner → refused,
+nothing deleted. A crash between proof and deletion is finished by the next ``execute``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+
+from lifecycle import holds as holds_mod
+from lifecycle.archive import package_rows, remove_tree
+from lifecycle.fixity import locate
+from lifecycle.ledger import GENESIS, Ledger, disposal_plans, disposals, packages, utcnow
+from lifecycle.promote import fault
+from lifecycle.protect import Keys, load_keys
+from zones.config import Project
+from zones.errors import TerminalError
+
+
+@dataclass(frozen=True)
+class Refusal:
+    package_id: str
+    reason: str
+
+
+def _holds_hit(project: Project, ledger: Ledger, pkg: dict[str, Any], keys: Keys) -> list[str]:
+    """Ids of active holds covering any row of the package (dataset, period, case or person)."""
+    hold_list = [h for h in holds_mod.active(ledger, pkg["dataset"])]
+    if not hold_list:
+        return []
+    hit = [h.hold_id for h in hold_list if not (h.period or h.case_id or h.person)
+           or (h.period == pkg["period"] and not (h.case_id or h.person))]
+    rest = [h for h in hold_list if h.hold_id not in hit and (h.case_id or h.person)
+            and (not h.period or h.period == pkg["period"])]
+    if rest:
+        ds = project.dataset(pkg["dataset"])
+        cols = [c for c in (ds.case_key, ds.person_key) if c]
+        csv = locate(Path(pkg["path"]))[0] / "representations" / "rep1" / "data" / f"{pkg['dataset']}.csv"
+        opts = pacsv.ConvertOptions(include_columns=[*cols, ds.business_date],
+                                    column_types=dict.fromkeys([*cols, ds.business_date], pa.string()))
+        rows = pacsv.read_csv(csv, convert_options=opts)
+        rows = rows.set_column(rows.schema.get_field_index(ds.business_date), ds.business_date,
+                               pc.cast(pc.utf8_slice_codeunits(rows.column(ds.business_date), 0, 10), pa.date32()))
+        people = holds_mod.resolve_people(project, rest, keys, zone="hot")
+        people = {k: pc.cast(v, pa.string()) for k, v in people.items()}
+        for h in rest:
+            if pc.any(holds_mod.held_mask(project, pkg["dataset"], rows, [h], person_keys=people)).as_py():
+                hit.append(h.hold_id)
+    return hit
+
+
+def plan(project: Project, ledger: Ledger, *, by: str, as_of: datetime | None = None,
+         keys: Keys | None = None) -> dict[str, Any]:
+    as_of = as_of or datetime.now(UTC)
+    keys = keys or load_keys(need_seal=False)
+    entries = []
+    for p in package_rows(ledger):
+        if p["status"] != "verified" or p["cold_action"] != "dispose" or p["dispose_after"] is None:
+            continue
+        if p["dispose_after"] > as_of.date():
+            continue
+        entries.append({"package_id": p["package_id"], "dataset": p["dataset"], "period": p["period"],
+                        "rows": p["rows"], "bytes": p["bytes"], "basis": p["basis"],
+                        "dispose_after": p["dispose_after"].isoformat(), "mets_sha256": p["mets_sha256"],
+                        "holds": _holds_hit(project, ledger, p, keys)})
+    plan_id = "D-" + secrets.token_hex(4)
+    with ledger.engine.begin() as c:
+        c.execute(disposal_plans.insert().values(plan_id=plan_id, as_of=as_of, planned_by=by, planned_at=utcnow(),
+                                                 status="planned", packages=json.dumps(entries)))
+        ledger.append("dispose.planned", conn=c, plan_id=plan_id, by=by, packages=[e["package_id"] for e in entries])
+    return {"plan_id": plan_id, "planned_by": by, "as_of": as_of.isoformat(), "packages": entries}
+
+
+def _plan(ledger: Ledger, plan_id: str) -> dict[str, Any]:
+    with ledger.engine.connect() as c:
+        r = c.execute(sa.select(disposal_plans).where(disposal_plans.c.plan_id == plan_id)).first()
+    if r is None:
+        raise TerminalError(f"no disposal plan {plan_id!r}; `zones dispose plan` makes one")
+    d = dict(r._mapping)
+    d["packages"] = json.loads(d["packages"])
+    return d
+
+
+def approve(ledger: Ledger, plan_id: str, *, by: str) -> dict[str, Any]:
+    p = _plan(ledger, plan_id)
+    if p["status"] != "planned":
+        raise TerminalError(f"plan {plan_id} is {p['status']}, not awaiting approval")
+    if by.strip().casefold() == p["planned_by"].strip().casefold():
+        raise TerminalError(f"plan {plan_id} was made by {p['planned_by']}: approval must come from a different "
+                            "person (four-eyes rule for disposal)")
+    with ledger.engine.begin() as c:
+        c.execute(disposal_plans.update().where(disposal_plans.c.plan_id == plan_id).values(
+            approved_by=by, approved_at=utcnow(), status="approved"))
+        ledger.append("dispose.approved", conn=c, plan_id=plan_id, by=by)
+    return _plan(ledger, plan_id)
+
+
+def _register(c: sa.Connection, entry: dict[str, Any], p: dict[str, Any], at: str) -> None:
+    head = c.execute(sa.select(disposals.c.seq, disposals.c.hash).order_by(disposals.c.seq.desc()).limit(1)
+                     ).first()
+    seq, prev = (int(head.seq) + 1, head.hash) if head else (1, GENESIS)
+    body = {"seq": seq, "package_id": entry["package_id"], "dataset": entry["dataset"], "period": entry["period"],
+            "mets_sha256": entry["mets_sha256"], "rows": entry["rows"], "basis": entry["basis"],
+            "plan_id": p["plan_id"], "planned_by": p["planned_by"], "approved_by": p["approved_by"],
+            "executed_at": at}
+    h = hashlib.sha256((prev + json.dumps(body, sort_keys=True)).encode()).hexdigest()
+    c.execute(disposals.insert().values(**body, state="executing", prev_hash=prev, hash=h))
+
+
+def verify_register(ledger: Ledger) -> list[str]:
+    problems, prev = [], GENESIS
+    with ledger.engine.connect() as c:
+        for r in c.execute(sa.select(disposals).order_by(disposals.c.seq)):
+            body = {k: getattr(r, k) for k in ("seq", "package_id", "dataset", "period", "mets_sha256", "rows",
+                                               "basis", "plan_id", "planned_by", "approved_by", "executed_at")}
+            if r.prev_hash != prev or hashlib.sha256((prev + json.dumps(body, sort_keys=True)).encode()
+                                                     ).hexdigest() != r.hash:
+                problems.append(f"disposal register row {r.seq} ({r.package_id}) does not match its chain")
+            prev = r.hash
+    return problems
+
+
+def _premis_deletion(project: Project, entry: dict[str, Any], p: dict[str, Any], at: str) -> Path:
+    folder = Path(project.zone_uri("cold")) / "_disposals"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{entry['package_id']}.premis.xml"
+    x = (f'<?xml version="1.0" encoding="UTF-8"?>\n<premis:premis xmlns:premis="http://www.loc.gov/premis/v3" '
+         f'version="3.0">\n <premis:event><premis:eventIdentifier><premis:eventIdentifierType>datazones'
+         f'</premis:eventIdentifierType><premis:eventIdentifierValue>{entry["package_id"]}-deletion'
+         f'</premis:eventIdentifierValue></premis:eventIdentifier><premis:eventType>deletion</premis:eventType>'
+         f'<premis:eventDateTime>{at}</premis:eventDateTime><premis:eventDetailInformation><premis:eventDetail>'
+         f'Gallring of {entry["package_id"]} (METS sha256 {entry["mets_sha256"]}) under {_esc(entry["basis"])}; '
+         f'plan {p["plan_id"]} by {_esc(p["planned_by"])}, approved by {_esc(p["approved_by"])}'
+         f'</premis:eventDetail></premis:eventDetailInformation><premis:eventOutcomeInformation>'
+         f'<premis:eventOutcome>success</premis:eventOutcome></premis:eventOutcomeInformation></premis:event>\n'
+         f'</premis:premis>\n')
+    out.write_text(x, encoding="utf-8")
+    return out
+
+
+def _esc(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def execute(project: Project, ledger: Ledger, plan_id: str, *, keys: Keys | None = None
+            ) -> tuple[list[str], list[Refusal]]:
+    """Dispose of the plan's packages; returns (disposed ids, refusals). Nothing unapproved or held is touched."""
+    p = _plan(ledger, plan_id)
+    if p["status"] not in ("approved", "executed"):
+        raise TerminalError(f"plan {plan_id} is {p['status']}: it must be approved by a second person first "
+                            f"(`zones dispose approve {plan_id} --by WHO`)")
+    keys = keys or load_keys(need_seal=False)
+    done, refused = [], []
+    current = {r["package_id"]: r for r in package_rows(ledger)}
+    for entry in p["packages"]:
+        pkg = current.get(entry["package_id"])
+        if pkg is None or pkg["status"] == "disposed":
+            continue
+        if not entry.get("basis"):
+            refused.append(Refusal(entry["package_id"], "no basis cited: preservation is the default"))
+            continue
+        hit = _holds_hit(project, ledger, pkg, keys)
+        if hit:
+            refused.append(Refusal(entry["package_id"], f"held by {', '.join(hit)}"))
+            continue
+        at = utcnow().isoformat(timespec="seconds")
+        with ledger.engine.begin() as c:
+            exists = c.execute(sa.select(disposals.c.seq).where(disposals.c.package_id == entry["package_id"])
+                               ).first()
+            if exists is None:
+                _register(c, entry, p, at)
+        _premis_deletion(project, entry, p, at)
+        fault("dispose_after_proof")
+        remove_tree(Path(pkg["path"]))
+        fault("dispose_after_delete")
+        with ledger.engine.begin() as c:
+            c.execute(disposals.update().where(disposals.c.package_id == entry["package_id"]).values(
+                state="disposed"))
+            c.execute(packages.update().where(packages.c.package_id == entry["package_id"]).values(
+                status="disposed"))
+            ledger.append("dispose.executed", dataset=entry["dataset"], batch_id=entry["package_id"], conn=c,
+                          plan_id=plan_id, basis=entry["basis"], mets_sha256=entry["mets_sha256"])
+        done.append(entry["package_id"])
+    with ledger.engine.begin() as c:
+        c.execute(disposal_plans.update().where(disposal_plans.c.plan_id == plan_id).values(
+            executed_at=utcnow(), status="executed"))
+    return done, refused
+
+
