@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import UTC, datetime
+from typing import Any
 from pathlib import Path
 
 import pyarrow as pa
@@ -127,7 +128,7 @@ def _delete(eng: sa.Engine, table: sa.Table, todo: pa.Table, vcols: list[str], l
             batch_size: int) -> int:
     sqlite = eng.dialect.name == "sqlite"
 
-    def col(c: str) -> sa.ColumnElement[object]:
+    def col(c: str) -> sa.ColumnElement[Any]:
         is_time = isinstance(table.c[c].type, sa.DateTime | sa.Date)
         return sa.type_coerce(table.c[c], sa.String) if sqlite and is_time else table.c[c]
 

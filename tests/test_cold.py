@@ -1,0 +1,207 @@
+"""The cold zone against real SQLite/PostgreSQL hot stores, real Delta, real packages and the E-ARK validator."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pytest
+import sqlalchemy as sa
+
+from lifecycle import dispose, holds
+from lifecycle.archive import archive, package_rows
+from lifecycle.cold_status import run_audit, verify_and_receipt
+from lifecycle.eark import validate_reference
+from lifecycle.fixity import locate
+from lifecycle.ledger import Ledger
+from lifecycle.promote import promote
+from lifecycle.purge import purge
+from lifecycle.warm import WarmTable
+from tests.conftest import write_project
+from tests.test_promote import seeded_project
+from zones.config import Project, load
+from zones.errors import TerminalError
+from zones.hot import make_engine
+
+SEEDED = datetime(2026, 1, 1, tzinfo=UTC)
+NOW = datetime(2026, 1, 2, tzinfo=UTC)
+DS = ["individ", "utbetalning", "lakarintyg", "arende"]
+
+
+def ready(backend: dict[str, str], tmp_path: Path) -> Project:
+    project = seeded_project(backend, tmp_path, datasets=DS)
+    for name in DS:
+        promote(project, name, as_of=SEEDED + timedelta(hours=1))
+    return project
+
+
+def csv_of(pkg: dict[str, Any]) -> pa.Table:
+    path = locate(Path(pkg["path"]))[0] / "representations" / "rep1" / "data" / f"{pkg['dataset']}.csv"
+    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+
+
+def hot_table(project: Project, table: str) -> list[dict[str, Any]]:
+    eng = make_engine(project.hot_url)
+    with eng.connect() as c:
+        rows = [dict(r._mapping) for r in c.execute(sa.text(f"SELECT * FROM {table}"))]
+    eng.dispose()
+    return rows
+
+
+def test_archive_builds_valid_authentic_packages_then_deletes_warm(backend: dict[str, str], tmp_path: Path) -> None:
+    project = ready(backend, tmp_path)
+    warm_before = WarmTable(project.warm_table_uri("lakarintyg")).count()
+    rep = archive(project, "lakarintyg", as_of=NOW, execute=True)
+    ledger = Ledger(project.ledger_url)
+    pkgs = package_rows(ledger, "lakarintyg")
+    assert rep.rows_written == rep.rows_deleted == sum(p["rows"] for p in pkgs) > 0
+    assert {p["period"] for p in pkgs} == {str(y) for y in range(2013, 2021)}  # warm keep P5Y: up to 2020
+    assert WarmTable(project.warm_table_uri("lakarintyg")).count() == warm_before - rep.rows_deleted
+    # authentic record: originals restored from the seals (full ICD-10 code, free text), keys raw
+    hot = {r["intyg_id"]: r for r in hot_table(project, "lakarintyg")}
+    t = csv_of(pkgs[0])
+    for row in t.to_pylist()[:50]:
+        src = hot[row["intyg_id"]]
+        assert row["diagnoskod"] == src["diagnoskod"] and row["funktionsnedsattning"] == src["funktionsnedsattning"]
+    # verified from storage, read-only, a valid E-ARK SIP (SIP14 is the validator's documented defect)
+    pkg_dir = locate(Path(pkgs[0]["path"]))[0]
+    assert not os.stat(pkg_dir / "METS.xml").st_mode & stat.S_IWUSR
+    v = validate_reference(pkg_dir)
+    if v.available:
+        assert v.valid and v.errors == [] and v.accepted == ["SIP14"], v.output[-2000:]
+    receipt, ok, files = verify_and_receipt(project, pkgs[0]["package_id"], tmp_path / "receipt")
+    assert ok and all(f.is_file() for f in files)
+    html = files[1].read_text()
+    assert "Leveranskvitto / Transfer receipt" in html and pkgs[0]["package_id"] in html
+    assert ledger.verify() == []
+    # rerun: nothing new, nothing duplicated
+    again = archive(project, "lakarintyg", as_of=NOW, execute=True)
+    assert again.rows_written == 0 and len(package_rows(ledger, "lakarintyg")) == len(pkgs)
+
+
+def test_lossy_unsealed_column_without_basis_cannot_be_archived(tmp_path: Path) -> None:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["datasets"]["lakarintyg"]["columns"]["funktionsnedsattning"] = {"class": "special", "warm": "drop",
+                                                                           "sealed": False}
+
+    path = write_project(tmp_path, hot_url=f"sqlite:///{tmp_path}/h.db", ledger_url=f"sqlite:///{tmp_path}/l.db",
+                         datasets=["lakarintyg"], edit=edit)
+    with pytest.raises(TerminalError, match=r"funktionsnedsattning.*disposal \(gallring\).*sealed: true.*basis"):
+        archive(load(path, env={}), "lakarintyg", as_of=NOW)
+
+
+def test_holds_block_purge_warm_delete_and_disposal(tmp_path: Path) -> None:
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    pays = hot_table(project, "utbetalning")
+    old = next(r for r in pays if str(r["utbetald"]) < "2015-06-01")  # due for archive (warm keep P10Y)
+    person = next(r for r in hot_table(project, "individ") if r["individ_id"] == old["individ_id"])
+    mine = [r for r in pays if r["individ_id"] == person["individ_id"]]
+    h_person = holds.add(project, ledger, dataset="utbetalning", person=person["personnummer"], reason="återkrav",
+                         by="handläggare A")
+    assert person["personnummer"] not in str(ledger.events(kind="hold.added").__next__())  # stored pseudonymised
+    # purge skips the held person's rows; archive copies them but leaves them in warm
+    p = purge(project, "utbetalning", as_of=NOW, execute=True)
+    assert p.checks["rows_held"] > 0 and p.rows_deleted == p.checks["purgeable"]
+    left = {r["utbetalning_id"] for r in hot_table(project, "utbetalning")}
+    assert all(r["utbetalning_id"] in left for r in mine)
+    a = archive(project, "utbetalning", as_of=NOW, execute=True)
+    assert a.checks["rows_held"] > 0 and a.rows_deleted == a.rows_written - a.checks["rows_held"]
+    # disposal: lakarintyg 2013-2015 are due; a period hold blocks 2014
+    archive(project, "lakarintyg", as_of=NOW, execute=True)
+    holds.add(project, ledger, dataset="lakarintyg", period="2014", reason="JO-granskning", by="arkivarie A")
+    plan = dispose.plan(project, ledger, by="arkivarie A", as_of=NOW)
+    due = {e["period"]: e for e in plan["packages"]}
+    assert set(due) == {"2013", "2014", "2015"} and due["2014"]["holds"] and not due["2013"]["holds"]
+    dispose.approve(ledger, plan["plan_id"], by="arkivarie B")
+    done, refused = dispose.execute(project, ledger, plan["plan_id"])
+    assert [r.package_id for r in refused] == [due["2014"]["package_id"]] and len(done) == 2
+    assert Path(next(p for p in package_rows(ledger) if p["period"] == "2014" and p["dataset"] == "lakarintyg")
+                ["path"]).exists()
+    holds.release(ledger, h_person.hold_id, by="handläggare B")
+    released = purge(project, "utbetalning", as_of=NOW, execute=True)
+    assert released.rows_deleted == p.checks["rows_held"] and released.checks["rows_held"] == 0
+
+
+def test_disposal_needs_a_second_person_and_leaves_proof(tmp_path: Path) -> None:
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    archive(project, "lakarintyg", as_of=NOW, execute=True)
+    archive(project, "utbetalning", as_of=NOW, execute=True)
+    plan = dispose.plan(project, ledger, by="Anna Arkivarie", as_of=NOW)
+    assert {e["dataset"] for e in plan["packages"]} == {"lakarintyg"}  # utbetalning is preserved (RA-FS 2018:10)
+    with pytest.raises(TerminalError, match="approved by a second person"):
+        dispose.execute(project, ledger, plan["plan_id"])
+    with pytest.raises(TerminalError, match="different person"):
+        dispose.approve(ledger, plan["plan_id"], by="anna arkivarie")
+    dispose.approve(ledger, plan["plan_id"], by="Bo Registrator")
+    target = plan["packages"][0]
+    path = Path(next(p["path"] for p in package_rows(ledger) if p["package_id"] == target["package_id"]))
+    done, refused = dispose.execute(project, ledger, plan["plan_id"])
+    assert refused == [] and target["package_id"] in done and not path.exists()
+    with ledger.engine.connect() as c:
+        proof = c.execute(sa.text("SELECT * FROM dz_disposals WHERE package_id = :p"),
+                          {"p": target["package_id"]}).one()
+    assert proof.mets_sha256 == target["mets_sha256"] and proof.basis == "RA-MS (placeholder)"
+    assert (proof.planned_by, proof.approved_by, proof.state) == ("Anna Arkivarie", "Bo Registrator", "disposed")
+    premis = Path(project.zone_uri("cold")) / "_disposals" / f"{target['package_id']}.premis.xml"
+    assert "deletion" in premis.read_text() and target["mets_sha256"] in premis.read_text()
+    assert dispose.verify_register(ledger) == [] and ledger.verify() == []
+    with ledger.engine.begin() as c:  # the register is tamper-evident on its own
+        c.execute(sa.text("UPDATE dz_disposals SET basis = 'none' WHERE seq = 1"))
+    assert dispose.verify_register(ledger)
+
+
+def test_audit_reports_modified_missing_and_extra_files(tmp_path: Path) -> None:
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = ready(backend, tmp_path)
+    archive(project, "lakarintyg", as_of=NOW, execute=False)
+    assert all(r["ok"] for r in run_audit(project))
+    pkgs = package_rows(Ledger(project.ledger_url), "lakarintyg")
+    d0, d1, d2 = (locate(Path(p["path"]))[0] for p in pkgs[:3])
+    for d in (d0, d1, d2):
+        os.chmod(d, 0o750)
+        for sub in d.rglob("*"):
+            os.chmod(sub, 0o750 if sub.is_dir() else 0o640)
+    csv = d0 / "representations" / "rep1" / "data" / "lakarintyg.csv"
+    data = bytearray(csv.read_bytes())
+    data[-5] ^= 1
+    csv.write_bytes(bytes(data))
+    (d1 / "documentation" / next(iter(os.listdir(d1 / "documentation")))).unlink()
+    (d2 / "schemas" / "extra.txt").write_text("not listed")
+    results = {r["package_id"]: r for r in run_audit(project)}
+    kinds = {pid: {p["problem"] for p in r["problems"]} for pid, r in results.items() if not r["ok"]}
+    assert set(kinds) == {p["package_id"] for p in pkgs[:3]}
+    assert "modified" in kinds[pkgs[0]["package_id"]] and "missing" in kinds[pkgs[1]["package_id"]]
+    assert "extra" in kinds[pkgs[2]["package_id"]]
+    bad = next(p for p in results[pkgs[0]["package_id"]]["problems"] if p["problem"] == "modified")
+    assert bad["path"].endswith("lakarintyg.csv") and bad["expected"] != bad["found"]
+    assert (Path(pkgs[0]["path"]).parent / f"{pkgs[0]['package_id']}.audit.premis.xml").is_file()
+
+
+def test_warm_and_cold_hold_every_promoted_row_once(tmp_path: Path) -> None:
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = ready(backend, tmp_path)
+    hot_ids = sorted(r["utbetalning_id"] for r in hot_table(project, "utbetalning"))
+    archive(project, "utbetalning", as_of=NOW, execute=True)
+    purge(project, "utbetalning", as_of=NOW, execute=True)
+    assert_once(project, "utbetalning", "utbetalning_id", hot_ids)
+
+
+def assert_once(project: Project, dataset: str, key: str, ids: list[int]) -> None:
+    """Every id is in warm or in a verified cold package — exactly once across both."""
+    warm = WarmTable(project.warm_table_uri(dataset)).to_arrow(columns=[key]).column(key).to_pylist()
+    cold: list[int] = []
+    for p in package_rows(Ledger(project.ledger_url), dataset):
+        if p["status"] == "verified":
+            cold += [int(v) for v in pc.cast(csv_of(p).column(key), pa.int64()).to_pylist()]
+    both = sorted(warm + cold)
+    assert both == sorted(ids), f"{len(set(ids) - set(both))} lost, {len(both) - len(set(both))} duplicated"
