@@ -75,7 +75,7 @@ def test_archive_builds_valid_authentic_packages_then_deletes_warm(backend: dict
     v = validate_reference(pkg_dir)
     if v.available:
         assert v.valid and v.errors == [] and v.accepted == ["SIP14"], v.output[-2000:]
-    receipt, ok, files = verify_and_receipt(project, pkgs[0]["package_id"], tmp_path / "receipt")
+    _, ok, files = verify_and_receipt(project, pkgs[0]["package_id"], tmp_path / "receipt")
     assert ok and all(f.is_file() for f in files)
     html = files[1].read_text()
     assert "Leveranskvitto / Transfer receipt" in html and pkgs[0]["package_id"] in html

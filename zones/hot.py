@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -112,6 +112,10 @@ def _to_arrow_sqlite(rows: Sequence[Sequence[Any]], names: list[str], types: dic
 def _convert_strict(vals: list[Any], target: pa.DataType) -> pa.Array:
     """Convert SQLite values column-wise; raise if any value is not of the column's type."""
     if pa.types.is_timestamp(target) or pa.types.is_date(target):
+        if all(isinstance(v, date | None) for v in vals):  # a driver that returns real dates/datetimes
+            if pa.types.is_timestamp(target):
+                vals = [v if v is None or v.tzinfo else v.replace(tzinfo=UTC) for v in vals]  # type: ignore[union-attr]
+            return pa.array(vals, target)
         if not all(isinstance(v, str | None) for v in vals):
             raise TypeError("not text")
         raw = pa.array(vals, pa.string())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import sys
@@ -61,6 +62,23 @@ def _tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+_EXC = re.compile(r"^([\w.]*(Error|Exception|Exit)\b|configuration error|transient)")
+
+
+def _summary(stderr: str) -> str:
+    """The exception line of a child's stderr (with its wrapped continuation), else the last line."""
+    lines = stderr.strip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if _EXC.match(lines[i]):
+            block = [lines[i]]
+            for more in lines[i + 1:]:
+                if not more.strip() or _EXC.match(more):
+                    break
+                block.append(more.strip())
+            return " ".join(block)[:400]
+    return lines[-1][:400] if lines else "(no stderr)"
+
+
 def delta_rows(path: Path) -> int | None:
     """Rows in a Delta table (from Parquet footers), or None if it cannot be read."""
     try:
@@ -88,7 +106,7 @@ def run_dlt(backend: str, rows: int) -> Result:
                      env=child_env(RUNTIME__DLTHUB_TELEMETRY="false", PYTHONPATH=str(REPO)), cwd=work)
     res = _result(case, m, rows)
     if m.rc:
-        res.error = f"dlt exit {m.rc}: {_tail(m.stderr, 1)}"
+        res.error = f"dlt exit {m.rc}: {_summary(m.stderr)}"
         res.detail["stderr"] = _tail(m.stderr)
         return res
     out = json.loads(m.stdout.strip().splitlines()[-1])
@@ -118,7 +136,7 @@ def zones_env(rows: int) -> dict[str, str]:
     return child_env(DATAZONES__HOT__URL=HOT_URL, DATAZONES__HOT__SCHEMA=data.SCHEMA,
                      DATAZONES__DATASETS__UTBETALNING__TABLE=data.table_name(rows),
                      DATAZONES_PSEUDONYM_KEY=secrets.token_hex(32), DATAZONES_SEAL_KEY=secrets.token_hex(32),
-                     _TYPER_STANDARD_TRACEBACK="1", TERM="dumb", COLUMNS="160")
+                     _TYPER_STANDARD_TRACEBACK="1", TERM="dumb", COLUMNS="400")
 
 
 def promote(case: str, folder: Path, env: dict[str, str], as_of: str, rows: int, *, full_load: bool) -> Result:
@@ -127,7 +145,7 @@ def promote(case: str, folder: Path, env: dict[str, str], as_of: str, rows: int,
     res = _result(case, m, None)
     res.full_load = full_load
     if m.rc:
-        res.error = f"zones exit {m.rc}: {_tail(m.stderr, 1) or '(no stderr)'}"
+        res.error = f"zones exit {m.rc}: {_summary(m.stderr)}"
         res.detail["stderr"] = _tail(m.stderr, 60)
         return res
     try:

@@ -20,10 +20,11 @@ def main(backend: str, table: str, work: str) -> None:
     import dlt
     from dlt.sources.sql_database import sql_table
 
-    kwargs = {"backend_kwargs": {"conn": CX_URL}} if backend == "connectorx" else {}
-    src = sql_table(credentials=SA_URL, table=table, schema="bench", backend=backend, chunk_size=100_000, **kwargs)
-    pipe = dlt.pipeline(pipeline_name=f"bench_{backend}", destination=dlt.destinations.filesystem(
-        bucket_url=f"file://{work}/out"), dataset_name="warm", pipelines_dir=f"{work}/pipes", progress=None)
+    src = sql_table(credentials=SA_URL, table=table, schema="bench", backend=backend,  # type: ignore[arg-type]
+                    chunk_size=100_000, backend_kwargs={"conn": CX_URL} if backend == "connectorx" else {})
+    pipe = dlt.pipeline(pipeline_name=f"bench_{backend}",  # type: ignore[call-overload]
+                        destination=dlt.destinations.filesystem(bucket_url=f"file://{work}/out"),
+                        dataset_name="warm", pipelines_dir=f"{work}/pipes", progress=None)
     t0 = time.perf_counter()
     pipe.run(src, table_format="delta", write_disposition="replace")
     secs = time.perf_counter() - t0

@@ -11,7 +11,9 @@ issue's bars as PASS/FAIL, and ``bench-results/bench.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import operator
 import os
 import platform
 import time
@@ -87,7 +89,7 @@ def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
         step("limit", lambda: run_limit(rows))
     for backend in ("connectorx", "pyarrow"):
         if f"dlt-{backend}" in cases:
-            step(f"dlt-{backend}", lambda backend=backend: run_dlt(backend, rows))
+            step(f"dlt-{backend}", functools.partial(run_dlt, backend, rows))
     want_incr = {"datazones-incremental", "datazones-noop"} & set(cases)
     if "datazones-full" in cases or want_incr:
         holder: dict[str, Any] = {}
@@ -115,8 +117,7 @@ def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
     if "datazones-full-big" in cases:
         setup_secs = data.ensure_table(args.big_rows, setup)
         console.print(f"  big table ready ({setup_secs:.1f} s)", highlight=False)
-        step(f"datazones-full {_m(args.big_rows)}",
-             lambda: run_zones_full(args.big_rows, "datazones-full-big")[0])
+        step("datazones-full-big", lambda: run_zones_full(args.big_rows, "datazones-full-big")[0])
     return results
 
 
@@ -132,7 +133,7 @@ def ratios(res: Result, by: dict[str, Result]) -> dict[str, float | None]:
 
 def bars(results: list[Result], rows: int, big_rows: int) -> list[dict[str, Any]]:
     by = {r.case: r for r in results}
-    full, big = by.get("datazones-full"), next((r for r in results if r.case.startswith("datazones-full ")), None)
+    full, big = by.get("datazones-full"), by.get("datazones-full-big")
     inc, noop = by.get("datazones-incremental"), by.get("datazones-noop")
     out: list[dict[str, Any]] = []
 
@@ -145,7 +146,7 @@ def bars(results: list[Result], rows: int, big_rows: int) -> list[dict[str, Any]
 
     for peer, need in (("dlt-connectorx", 1.0), ("dlt-pyarrow", 3.0)):
         v = _ratio(ok_rate(full), ok_rate(by.get(peer)))
-        bar(f"full promote ≥ {need:g}× {peer} throughput", v, lambda x, need=need: x >= need,
+        bar(f"full promote ≥ {need:g}× {peer} throughput", v, functools.partial(operator.le, need),
             f"{v or 0:.2f}×", f"needs datazones-full and {peer}")
     v = (inc.seconds / full.seconds if inc and full and not inc.error and not full.error and inc.seconds
          and full.seconds else None)
@@ -206,13 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     setup.append(f"bytecode cache {PYCACHE}: ready in {secs:.1f} s")
     for line in setup:
         console.print(f"[dim]{line}[/dim]", highlight=False)
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), os.getloadavg()
     results = run_cases(args, setup)
     checks = bars(results, args.rows, args.big_rows)
     render(results, checks)
     by = {r.case: r for r in results}
+    load1 = os.getloadavg()
+    if max(load0[0], load1[0]) > 0.5 * (os.cpu_count() or 1):
+        console.print(f"[yellow]note: the machine was busy (load average {load0[0]:.1f} before, {load1[0]:.1f} "
+                      "after the cases): timings are noisy[/yellow]", highlight=False)
     doc = {"started": started.isoformat(), "seconds": round(time.perf_counter() - t0, 1),
-           "rows": args.rows, "big_rows": args.big_rows, "cases": args.cases, "setup": setup,
+           "loadavg_before": load0, "loadavg_after": load1, "rows": args.rows, "big_rows": args.big_rows,
+           "cases": args.cases, "setup": setup,
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": python_version()},
            "results": [{**r.to_dict(), "ratios": ratios(r, by)} for r in results], "bars": checks}
     out = os.path.abspath(args.out)
