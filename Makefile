@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 ## install: create .venv and install datazones with the dev tools
 install: $(STAMP)
 
-## demo: seed the embedded SQLite demo agency, promote everything to warm, show status and a DuckDB query
+## demo: seed the embedded SQLite demo agency, promote to warm, query it, archive old periods, audit, print a receipt
 demo: $(STAMP)
 	@set -euo pipefail; mkdir -p .datazones; \
 	if [ -z "$${DATAZONES_PSEUDONYM_KEY:-}" ]; then \
@@ -50,8 +50,13 @@ demo: $(STAMP)
 	$(BIN)/zones demo churn --as-of "$$(date -u -d '-30 minutes' +%FT%T+00:00)"; \
 	$(BIN)/zones promote --all; \
 	$(BIN)/zones status; \
-	$(BIN)/zones ledger verify; \
-	$(BIN)/zones demo query
+	$(BIN)/zones demo query; \
+	$(BIN)/zones archive --all --execute; \
+	$(BIN)/zones purge --all --execute; \
+	$(BIN)/zones packages; \
+	$(BIN)/zones audit; \
+	$(BIN)/zones verify "$$($(BIN)/zones packages --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)[0]["package_id"])')"; \
+	$(BIN)/zones ledger verify
 
 ## test: run the whole test suite (SQLite + the PostgreSQL on 127.0.0.1:5432)
 test: $(STAMP)

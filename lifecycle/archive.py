@@ -126,7 +126,7 @@ def due_periods(project: Project, dataset: str, as_of: datetime) -> dict[str, in
         return {}
     dset = warm._dt().to_pyarrow_dataset()
     flt, _ = _cutoff_expr(ds, dset.schema, as_of)
-    t = dset.to_table(columns=[ds.business_date], filter=flt)
+    t = warm.to_arrow(columns=[ds.business_date], filter=flt)
     if t.num_rows == 0:
         return {}
     labels = holds_mod.period_label(t.column(ds.business_date), ds.archive.period)

@@ -70,7 +70,7 @@ def archive_period(project: Project, dataset: str, ds: Dataset, period: Period, 
     dset = warm._dt().to_pyarrow_dataset()
     due, _ = _cutoff_expr(ds, dset.schema, as_of)
     t = time.perf_counter()
-    rows = dset.to_table(filter=due & _period_filter(ds, dset.schema, period))
+    rows = warm.to_arrow(filter=due & _period_filter(ds, dset.schema, period))
     rows = rows.take(pc.sort_indices(rows, [(k, "ascending") for k in ds.primary_key]))
     report.add_time("read", time.perf_counter() - t)
     if rows.num_rows == 0:

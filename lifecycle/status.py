@@ -49,9 +49,13 @@ def duckdb_demo_query(project: Project) -> tuple[str, pa.Table]:
     from deltalake import DeltaTable
 
     opts = project.storage_options("warm")
-    utb = DeltaTable(project.warm_table_uri("utbetalning"), storage_options=opts).to_pyarrow_dataset()  # noqa: F841
-    bes = DeltaTable(project.warm_table_uri("beslut"), storage_options=opts).to_pyarrow_dataset()  # noqa: F841
-    are = DeltaTable(project.warm_table_uri("arende"), storage_options=opts).to_pyarrow_dataset()  # noqa: F841
+
+    def table(name: str, cols: list[str]) -> pa.Table:
+        return pa.table(DeltaTable(project.warm_table_uri(name), storage_options=opts).to_pyarrow_table(columns=cols))
+
+    utb = table("utbetalning", ["utbetald", "beslut_id", "individ_id", "netto_sek", "status"])  # noqa: F841
+    bes = table("beslut", ["beslut_id", "arende_id"])  # noqa: F841
+    are = table("arende", ["arende_id", "forman"])  # noqa: F841
     sql = ("SELECT year(u.utbetald) AS ar, a.forman, count(*) AS utbetalningar,\n"
            "       count(DISTINCT u.individ_id) AS personer, sum(u.netto_sek) AS netto_sek\n"
            "FROM utb u JOIN bes b USING (beslut_id) JOIN are a USING (arende_id)\n"

@@ -131,8 +131,12 @@ class WarmTable:
             return 0
         return sum(int(n) for n in self._dt().get_add_actions(flatten=True).column("num_records").to_pylist())
 
-    def to_arrow(self, columns: list[str] | None = None) -> pa.Table:
-        return pa.table(self._dt().to_pyarrow_table(columns=columns)) if self.exists() else pa.table({})
+    def to_arrow(self, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
+        """Rows as one Arrow table with plain types (MERGE writes string_view in some files, appends do not)."""
+        if not self.exists():
+            return pa.table({})
+        return plain_types(self._dt().to_pyarrow_dataset().to_table(columns=columns, filter=filter)
+                           if filter is not None else pa.table(self._dt().to_pyarrow_table(columns=columns)))
 
     def file_sizes(self) -> dict[str, int]:
         """Current data files and their sizes (to measure what a commit added)."""
@@ -140,6 +144,14 @@ class WarmTable:
             return {}
         acts = self._dt().get_add_actions(flatten=True)
         return dict(zip(acts.column("path").to_pylist(), acts.column("size_bytes").to_pylist(), strict=True))
+
+
+def plain_types(t: pa.Table) -> pa.Table:
+    """string_view/binary_view → string/binary, so every reader and kernel sees one type per column."""
+    fields = [pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else pa.binary()
+                       if pa.types.is_binary_view(f.type) else f.type, f.nullable) for f in t.schema]
+    target = pa.schema(fields)
+    return t if target == t.schema else t.cast(target)
 
 
 def _same(a: pa.DataType, b: pa.DataType) -> bool:
