@@ -31,10 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
-import sqlalchemy as sa
 
 from lifecycle import holds as holds_mod
-from lifecycle.ledger import Ledger, packages
+from lifecycle.ledger import Ledger
 from lifecycle.locks import writer_lock
 from lifecycle.protect import Keys, canonical_text, load_keys, open_sealed
 from lifecycle.report import TransitionReport
@@ -79,7 +78,14 @@ def content_hash(table: pa.Table) -> str:
     s = pl.from_arrow(joined)
     assert isinstance(s, pl.Series)
     digests = s.to_frame("r").select(pl.col("r").chash.sha2_256().sort()).to_series()  # type: ignore[attr-defined]
-    return hashlib.sha256("".join(digests.to_list()).encode()).hexdigest()
+    arr = digests.to_arrow().cast(pa.large_string())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    h = hashlib.sha256()  # = sha256 of the sorted hex digests concatenated, straight from the Arrow buffer
+    data = arr.buffers()[2]
+    start = arr.offset * 64
+    h.update(memoryview(data)[start: start + 64 * len(arr)])
+    return h.hexdigest()
 
 
 def authentic_columns(dataset: str, ds: Dataset, warm_rows: pa.Table, keys: Keys) -> pa.Table:
@@ -187,15 +193,17 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def package_rows(ledger: Ledger, dataset: str | None = None) -> list[dict[str, Any]]:
-    q = sa.select(packages).order_by(packages.c.dataset, packages.c.period, packages.c.seq)
-    if dataset:
-        q = q.where(packages.c.dataset == dataset)
-    with ledger.engine.connect() as c:
-        return [dict(r._mapping) for r in c.execute(q)]
+_HOT_TYPES: dict[tuple[str, str], dict[str, str]] = {}
 
 
 def hot_types(project: Project, ds: Dataset) -> dict[str, str]:
+    key = (project.hot_url, ds.table)
+    if key not in _HOT_TYPES:
+        _HOT_TYPES[key] = _reflect_types(project, ds)
+    return _HOT_TYPES[key]
+
+
+def _reflect_types(project: Project, ds: Dataset) -> dict[str, str]:
     try:
         eng = make_engine(project.hot_url)
         try:

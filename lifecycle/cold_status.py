@@ -5,21 +5,33 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from lifecycle import holds as holds_mod
-from lifecycle.archive import package_rows, reconcile
-from lifecycle.eark import validate_reference
 from lifecycle.fixity import append_audit_log, locate, verify_package
 from lifecycle.ledger import Ledger, packages, utcnow
-from lifecycle.receipt import Receipt, render_receipt
 from zones.config import Project
 from zones.errors import TerminalError
 
+if TYPE_CHECKING:
+    from lifecycle.receipt import Receipt
+
+# An audit touches only the ledger and the files: the Arrow/Delta/crypto stack is imported where it is needed, so
+# `zones audit` starts fast.
+
+
+def package_rows(ledger: Ledger, dataset: str | None = None) -> list[dict[str, Any]]:
+    q = sa.select(packages).order_by(packages.c.dataset, packages.c.period, packages.c.seq)
+    if dataset:
+        q = q.where(packages.c.dataset == dataset)
+    with ledger.engine.connect() as c:
+        return [dict(r._mapping) for r in c.execute(q)]
+
 
 def package_status(project: Project) -> list[dict[str, Any]]:
+    from lifecycle import holds as holds_mod
+
     ledger = Ledger(project.ledger_url)
     today = datetime.now(UTC).date()
     out = []
@@ -54,6 +66,11 @@ def _find(ledger: Ledger, ref: str) -> dict[str, Any] | None:
 
 
 def verify_and_receipt(project: Project, ref: str, out_dir: Path | None) -> tuple[Receipt, bool, list[Path]]:
+    from lifecycle import holds as holds_mod
+    from lifecycle.archive import reconcile
+    from lifecycle.eark import validate_reference
+    from lifecycle.receipt import render_receipt
+
     ledger = Ledger(project.ledger_url)
     pkg = _find(ledger, ref)
     path = Path(pkg["path"]) if pkg else Path(ref)

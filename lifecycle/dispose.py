@@ -25,7 +25,8 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
 from lifecycle import holds as holds_mod
-from lifecycle.archive import package_rows, remove_tree
+from lifecycle.archive import remove_tree
+from lifecycle.cold_status import package_rows
 from lifecycle.fixity import locate
 from lifecycle.ledger import GENESIS, Ledger, disposal_plans, disposals, packages, utcnow
 from lifecycle.promote import fault

@@ -113,8 +113,9 @@ def active(ledger: Ledger, dataset: str | None = None, *, include_released: bool
 
 
 def period_label(values: pa.Array | pa.ChunkedArray, period: str) -> pa.Array | pa.ChunkedArray:
-    fmt = "%Y" if period == "year" else "%Y-%m"
-    return pc.strftime(values, format=fmt)
+    if period == "year":  # pc.year is ~20x faster than strftime
+        return pc.cast(pc.year(values), pa.string())
+    return pc.strftime(values, format="%Y-%m")
 
 
 def held_mask(project: Project, dataset: str, rows: pa.Table, hold_list: list[Hold], *,

@@ -110,7 +110,7 @@ def purge(project: Project, dataset: str, *, as_of: datetime | None = None, exec
 
 
 def _archived_versions(ledger: Ledger, dataset: str, vcols: list[str]) -> pa.Array | None:
-    from lifecycle.archive import package_rows
+    from lifecycle.cold_status import package_rows
     from lifecycle.fixity import locate
 
     found = []

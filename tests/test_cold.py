@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from lifecycle import dispose, holds
-from lifecycle.archive import archive, package_rows
-from lifecycle.cold_status import run_audit, verify_and_receipt
+from lifecycle.archive import archive
+from lifecycle.cold_status import package_rows, run_audit, verify_and_receipt
 from lifecycle.eark import validate_reference
 from lifecycle.fixity import locate
 from lifecycle.ledger import Ledger
@@ -205,3 +205,15 @@ def assert_once(project: Project, dataset: str, key: str, ids: list[int]) -> Non
             cold += [int(v) for v in pc.cast(csv_of(p).column(key), pa.int64()).to_pylist()]
     both = sorted(warm + cold)
     assert both == sorted(ids), f"{len(set(ids) - set(both))} lost, {len(both) - len(set(both))} duplicated"
+
+
+def test_content_hash_is_the_documented_order_independent_digest() -> None:
+    import hashlib
+
+    from lifecycle.archive import content_hash
+
+    t = pa.table({"a": ["1", "2", "", None], "b": ["x", None, "z", "w"]})
+    lines = ["\x1f".join("\x1e" if v is None else v for v in row.values()) for row in t.to_pylist()]
+    want = hashlib.sha256("".join(sorted(hashlib.sha256(s.encode()).hexdigest() for s in lines)).encode())
+    assert content_hash(t) == want.hexdigest() == content_hash(t.take(pa.array([3, 1, 0, 2])))
+    assert content_hash(t) != content_hash(t.slice(0, 3))

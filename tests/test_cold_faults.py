@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from lifecycle import dispose
 from lifecycle.archive import FAULT_POINTS as ARCHIVE_POINTS
-from lifecycle.archive import archive, package_rows
+from lifecycle.archive import archive
+from lifecycle.cold_status import package_rows
 from lifecycle.ledger import Ledger
 from tests.conftest import REPO, pg_url
 from tests.test_cold import NOW, assert_once, csv_of, hot_table, ready

@@ -1,11 +1,14 @@
-"""``make bench``: datazones promote vs dlt (connectorx, pyarrow) vs the COPY limit, on PostgreSQL.
+"""``make bench``: datazones promote vs dlt and the COPY limit (PostgreSQL); archive and audit vs their limits.
 
-    .venv/bin/python -m tests.bench.run [--rows 5000000] [--big-rows 20000000] [--skip-big] [--only CASE ...]
+    .venv/bin/python -m tests.bench.run [--rows 5000000] [--big-rows 20000000] [--skip-big] [--skip-cold]
+                                        [--only CASE ...]
 
 Cases (each a fresh child process, from empty folders under /tmp/dz-bench/): limit, dlt-connectorx, dlt-pyarrow,
-datazones-full, datazones-incremental, datazones-noop, datazones-full-big. The tables ``bench.utbetalning_<rows>``
-are built once and kept; the incremental case's 1 % churn is reverted afterwards. Results: a table, the spine
-issue's bars as PASS/FAIL, and ``bench-results/bench.json``.
+datazones-full, then the warm → cold cases on its warm table (cold-limit, datazones-archive, audit-limit,
+datazones-audit: see tests/bench/cold.py), datazones-incremental, datazones-noop, datazones-full-big. A case pulls in
+the case it needs (the cold ones datazones-full; the audits datazones-archive). The tables
+``bench.utbetalning_<rows>`` are built once and kept; the incremental case's 1 % churn is reverted afterwards.
+Results: two tables, the bars as PASS/FAIL, and ``bench-results/bench.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tests.bench import data
+from tests.bench import cold, data
 from tests.bench.cases import (
     PY,
     REPO,
@@ -38,8 +41,8 @@ from tests.bench.cases import (
 )
 from tests.bench.measure import PYCACHE, warm_bytecode
 
-CASES = ("limit", "dlt-connectorx", "dlt-pyarrow", "datazones-full", "datazones-incremental", "datazones-noop",
-         "datazones-full-big")
+CASES = ("limit", "dlt-connectorx", "dlt-pyarrow", "datazones-full", *cold.COLD_CASES, "datazones-incremental",
+         "datazones-noop", "datazones-full-big")
 PEERS = ("dlt-connectorx", "dlt-pyarrow", "limit")
 RSS_LIMIT_MB = 1500.0
 console = Console()
@@ -56,6 +59,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rows", type=int, default=5_000_000, help="rows of the main table (default 5M)")
     ap.add_argument("--big-rows", type=int, default=20_000_000, help="rows of the memory-scaling table (default 20M)")
     ap.add_argument("--skip-big", action="store_true", help="skip datazones-full on the big table")
+    ap.add_argument("--skip-cold", action="store_true",
+                    help=f"skip the warm → cold cases ({', '.join(cold.COLD_CASES)})")
     ap.add_argument("--only", nargs="+", metavar="CASE", help=f"run only these cases (comma or space separated): "
                     f"{', '.join(CASES)}")
     ap.add_argument("--out", default=str(REPO / "bench-results" / "bench.json"), help="JSON results file")
@@ -64,9 +69,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(only) - set(CASES))
     if unknown:
         ap.error(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}")
-    args.cases = [c for c in CASES if not only or c in only]
-    if args.skip_big and "datazones-full-big" in args.cases:
-        args.cases.remove("datazones-full-big")
+    wanted = set(only) - (set(cold.COLD_CASES) if args.skip_cold else set())
+    for c in reversed(CASES):  # pull in what a wanted case needs (NEEDS points to earlier cases only)
+        if c in wanted and c in cold.NEEDS:
+            wanted.add(cold.NEEDS[c])
+    args.added = sorted(wanted - set(only), key=CASES.index)
+    args.cases = [c for c in CASES if (not only or c in wanted) and not (args.skip_big and c == "datazones-full-big")
+                  and not (args.skip_cold and c in cold.COLD_CASES)]
     return args
 
 
@@ -91,7 +100,8 @@ def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
         if f"dlt-{backend}" in cases:
             step(f"dlt-{backend}", functools.partial(run_dlt, backend, rows))
     want_incr = {"datazones-incremental", "datazones-noop"} & set(cases)
-    if "datazones-full" in cases or want_incr:
+    want_cold = [c for c in cold.COLD_CASES if c in cases]
+    if "datazones-full" in cases or want_incr or want_cold:
         holder: dict[str, Any] = {}
 
         def full() -> Result:
@@ -99,6 +109,13 @@ def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
             return res
 
         full_res = step("datazones-full", full)
+        if want_cold and full_res.error:
+            console.print(f"[yellow]skipped {', '.join(want_cold)}: datazones-full failed[/yellow]", highlight=False)
+            results += cold.skipped(want_cold, "datazones-full failed")
+        elif want_cold:  # before the incremental case changes the warm table
+            run = cold.ColdRun(holder["folder"], holder["env"], full_res.detail.get("warm_rows") or rows)
+            for c in want_cold:
+                step(c, functools.partial(run.run, c))
         if want_incr:
             console.print("[bold]datazones-incremental + datazones-noop[/bold] (1 % churn) …")
             if full_res.error:
@@ -155,7 +172,8 @@ def bars(results: list[Result], rows: int, big_rows: int) -> list[dict[str, Any]
         "needs datazones-full and datazones-incremental")
     v = noop.seconds if noop and not noop.error else None
     bar("no-op ≤ 2 s", v, lambda x: x <= 2.0, f"{v or 0:.2f} s", "needs datazones-noop")
-    zs = [r for r in results if r.case.startswith("datazones") and not r.error and r.peak_mb]
+    zs = [r for r in results if r.case.startswith("datazones") and r.case not in cold.COLD_CASES and not r.error
+          and r.peak_mb]
     v = max((r.peak_mb for r in zs if r.peak_mb), default=None)
     worst = max(zs, key=lambda r: r.peak_mb or 0).case if zs else ""
     bar(f"peak RSS ≤ {RSS_LIMIT_MB:g} MB", v, lambda x: x <= RSS_LIMIT_MB, f"{v or 0:.0f} MB ({worst})",
@@ -164,7 +182,7 @@ def bars(results: list[Result], rows: int, big_rows: int) -> list[dict[str, Any]
     bar(f"RSS {_m(big_rows)} within ±15 % of {_m(rows)}", v, lambda x: abs(x - 1) <= 0.15,
         f"{(big.peak_mb or 0) if big else 0:.0f} MB vs {(full.peak_mb or 0) if full else 0:.0f} MB = {v or 0:.2f}×",
         "needs datazones-full and the big table (not --skip-big)")
-    return out
+    return out + cold.bars(results, RSS_LIMIT_MB)
 
 
 def render(results: list[Result], checks: list[dict[str, Any]]) -> None:
@@ -172,7 +190,7 @@ def render(results: list[Result], checks: list[dict[str, Any]]) -> None:
     t = Table(title="hot → warm: PostgreSQL → Delta (wall time of a fresh process; ratios = throughput ÷ peer's)")
     for c in ("case", "rows", "seconds", "rows/s", "peak RSS MB", "vs dlt-connectorx", "vs dlt-pyarrow", "vs limit"):
         t.add_column(c, justify="left" if c == "case" else "right")
-    for r in results:
+    for r in (r for r in results if r.case not in cold.COLD_CASES):
         rat = ratios(r, by)
         cells = [f"{x:.2f}×" if x else "—" for x in rat.values()]
         if r.error:
@@ -182,12 +200,13 @@ def render(results: list[Result], checks: list[dict[str, Any]]) -> None:
         t.add_row(r.case, f"{r.rows:,}" if r.rows is not None else "—", f"{r.seconds:.2f}" if r.seconds else "—",
                   f"{r.rate:,.0f}" if r.rate else "—", f"{r.peak_mb:.0f}" if r.peak_mb else "—", *cells)
     console.print(t)
-    for r in results:
+    for r in (r for r in results if r.case not in cold.COLD_CASES):
         rep = r.detail.get("report")
         if rep and rep.get("timings"):
             parts = " · ".join(f"{k} {v:.2f}" for k, v in rep["timings"].items())
             console.print(f"  {r.case} ({rep.get('mode')}, {rep.get('batches')} batches) in-process s: {parts}",
                           highlight=False)
+    cold.render(results, console)
     colour = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
     for b in checks:
         console.print(f"[{colour[b['status']]}]{b['status']}[/] {b['bar']}: {b['detail']}", highlight=False)
@@ -205,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     secs = warm_bytecode(PY, [p for p in (site, *(REPO / n for n in ("zones", "lifecycle", "quality", "lineage",
                                                                      "catalog", "tests"))) if p and p.exists()])
     setup.append(f"bytecode cache {PYCACHE}: ready in {secs:.1f} s")
+    if args.added:
+        setup.append(f"also running {', '.join(args.added)} (needed by the cases asked for)")
     for line in setup:
         console.print(f"[dim]{line}[/dim]", highlight=False)
     t0, load0 = time.perf_counter(), os.getloadavg()
@@ -220,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
            "loadavg_before": load0, "loadavg_after": load1, "rows": args.rows, "big_rows": args.big_rows,
            "cases": args.cases, "setup": setup,
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": python_version()},
-           "results": [{**r.to_dict(), "ratios": ratios(r, by)} for r in results], "bars": checks}
+           "results": [{**r.to_dict(), "ratios": ratios(r, by),
+                        **({"vs_limit": cold.vs_limit(r, by), "gb_per_s": cold.gb_rate(r)}
+                           if r.case in cold.COLD_CASES else {})} for r in results], "bars": checks}
     out = os.path.abspath(args.out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
