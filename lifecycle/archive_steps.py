@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +46,9 @@ def _period_filter(ds: Dataset, schema: pa.Schema, period: Period) -> pads.Expre
     lo: Any = period.start
     hi: Any = period.end
     if pa.types.is_timestamp(typ):
-        lo = datetime(period.start.year, period.start.month, period.start.day, tzinfo=typ.tz and __import__(
-            "datetime").UTC)
-        hi = datetime(period.end.year, period.end.month, period.end.day, 23, 59, 59, 999999,
-                      tzinfo=typ.tz and __import__("datetime").UTC)
+        tz = UTC if typ.tz else None
+        lo = datetime(period.start.year, period.start.month, period.start.day, tzinfo=tz)
+        hi = datetime(period.end.year, period.end.month, period.end.day, 23, 59, 59, 999999, tzinfo=tz)
     expr = (f >= pa.scalar(lo, typ)) & (f <= pa.scalar(hi, typ))
     if "_dz_period" in schema.names and ds.archive.period == "year" and ds.partition_by == "year":
         expr = expr & (pads.field("_dz_period") == period.start.year)  # partition pruning

@@ -28,13 +28,12 @@ from lifecycle.demo import (
     _Person,
     _plan_case,
     _Row,
-    _to_date,
-    _to_ts,
     _update,
     _utc,
     _years_after,
     personnummer_pool,
 )
+from lifecycle.demo_facts import _to_date, _to_ts
 
 
 def churn(engine: sa.Engine, *, as_of: datetime, seed: int, fraction: float = 0.02) -> dict[str, int]:

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from zones.errors import IntegrityError, MissingSecretError
 
-__all__ = ["Keys", "canonical_text", "load_keys", "open_sealed", "pseudonymise", "pseudonymise_hex", "seal", "seal_siv",
+__all__ = ["Keys", "canonical_text", "load_keys", "open_sealed", "pseudonymise", "seal", "seal_siv",
            "unseal", "unseal_siv"]
 
 ArrowArray: TypeAlias = "pa.Array | pa.ChunkedArray"
@@ -111,8 +111,6 @@ def pseudonymise(arr: ArrowArray, key: bytes) -> ArrowArray:
         return pa.chunked_array([_hmac_hex(c, key) for c in text.chunks], pa.string())
     return _hmac_hex(text, key)
 
-
-pseudonymise_hex = pseudonymise
 
 
 def _hmac_hex(values: pa.Array, key: bytes) -> pa.Array:

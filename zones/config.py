@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -119,7 +120,7 @@ def _unwrap(tp: Any, data: Any) -> Any:
     while typing.get_origin(tp) is typing.Annotated:
         tp = typing.get_args(tp)[0]
     args = typing.get_args(tp)
-    if args and typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if args and typing.get_origin(tp) in (typing.Union, types.UnionType):
         models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
         for m in models:  # discriminated by a Literal field matching the data
             for f in m.model_fields.values():
