@@ -51,7 +51,7 @@ def _make_engine(dialect: str, tmp: Path) -> Iterator[sa.Engine]:
         with admin.connect():
             pass
     except sa.exc.OperationalError as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
+        pytest.fail(f"PostgreSQL must run at {PG_URL} (pg_ctlcluster ... main start): {exc}")
     schema = f"demo_{secrets.token_hex(6)}"
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
