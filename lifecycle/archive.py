@@ -130,7 +130,7 @@ def due_periods(project: Project, dataset: str, as_of: datetime) -> dict[str, in
     warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"))
     if not warm.exists():
         return {}
-    dset = warm._dt().to_pyarrow_dataset()
+    dset = warm.dataset()
     flt, _ = _cutoff_expr(ds, dset.schema, as_of)
     t = warm.to_arrow(columns=[ds.business_date], filter=flt)
     if t.num_rows == 0:

@@ -66,7 +66,7 @@ def archive_period(project: Project, dataset: str, ds: Dataset, period: Period, 
                    keys: Keys, ledger: Ledger, operator: str, report: TransitionReport,
                    reference_validator: bool) -> None:
     warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"))
-    dset = warm._dt().to_pyarrow_dataset()
+    dset = warm.dataset()
     due, _ = _cutoff_expr(ds, dset.schema, as_of)
     t = time.perf_counter()
     rows = warm.to_arrow(filter=due & _period_filter(ds, dset.schema, period))
@@ -170,17 +170,8 @@ def _delete_from_warm(project: Project, dataset: str, ds: Dataset, warm: WarmTab
     source = rows.filter(pc.invert(held)).select([*ds.primary_key, ds.watermark])
     n_held = rows.num_rows - source.num_rows
     t = time.perf_counter()
-    deleted = 0
-    if source.num_rows:
-        on = " AND ".join(f't."{k}" = s."{k}"' for k in [*ds.primary_key, ds.watermark])
-        from lifecycle.warm import _commit
-
-        m = (warm._dt().merge(source, on, source_alias="s", target_alias="t", streamed_exec=False,
-                              commit_properties=_commit(f"datazones/archive/{dataset}", _next_txn(warm, dataset),
-                                                        {"datazones.package_id": pkg["package_id"]}))
-             .when_matched_delete().execute())
-        warm.refresh()
-        deleted = int(m.get("num_target_rows_deleted", 0))
+    deleted = warm.delete_versions(source, app_id=f"datazones/archive/{dataset}",
+                                   meta={"datazones.package_id": pkg["package_id"]})
     fault("archive_after_warm_delete")
     with ledger.engine.begin() as c:
         c.execute(packages.update().where(packages.c.package_id == pkg["package_id"]).values(
@@ -191,6 +182,3 @@ def _delete_from_warm(project: Project, dataset: str, ds: Dataset, warm: WarmTab
     report.checks["rows_held"] = report.checks.get("rows_held", 0) + n_held
     report.add_time("delete", time.perf_counter() - t)
 
-
-def _next_txn(warm: WarmTable, dataset: str) -> int:
-    return warm.committed(f"datazones/archive/{dataset}") + 1

@@ -27,7 +27,7 @@ from lifecycle.protect import Keys, canonical_text, load_keys, pseudonymise
 from lifecycle.report import TransitionReport
 from lifecycle.warm import WarmTable
 from zones.config import Project
-from zones.hot import make_engine, reflect
+from zones.hot import make_engine, reflect, rows_to_arrow
 
 TRANSITION = "purge"
 
@@ -47,12 +47,10 @@ def _candidates(project: Project, dataset: str, as_of: datetime) -> tuple[pa.Tab
             hot.sql_types[clock].lower():
         bound = cutoff.date().isoformat()
     q = sa.select(*[t.c[c] for c in cols]).where(clock_col.is_not(None), clock_col <= bound)
-    from zones.hot import _to_arrow_sqlite
-
     sql = str(q.compile(dialect=eng.dialect, compile_kwargs={"literal_binds": True}))
     with eng.connect() as c:
         rows = c.exec_driver_sql(sql).fetchall()
-    data, _ = _to_arrow_sqlite(rows, cols, {c: hot.columns[c] for c in cols})
+    data, _ = rows_to_arrow(rows, cols, {c: hot.columns[c] for c in cols})
     return data, t, eng
 
 

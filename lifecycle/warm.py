@@ -125,6 +125,22 @@ class WarmTable:
         metrics["version"] = int(self._dt().version())
         return dict(metrics)
 
+    def delete_versions(self, versions: pa.Table, *, app_id: str, meta: dict[str, str]) -> int:
+        """Delete exactly the rows matching ``versions`` on every column it has (key + watermark), in one commit
+        under the next app-transaction version of ``app_id``; returns the rows deleted."""
+        if versions.num_rows == 0:
+            return 0
+        on = " AND ".join(f't."{k}" = s."{k}"' for k in versions.column_names)
+        m = (self._dt().merge(versions, on, source_alias="s", target_alias="t", streamed_exec=False,
+                              commit_properties=_commit(app_id, self.committed(app_id) + 1, meta))
+             .when_matched_delete().execute())
+        self.refresh()
+        return int(m.get("num_target_rows_deleted", 0))
+
+    def dataset(self) -> Any:
+        """The table as a pyarrow dataset (for filtered scans)."""
+        return self._dt().to_pyarrow_dataset()
+
     def delete(self, predicate: str, *, app_id: str, seq: int, meta: dict[str, str]) -> dict[str, Any]:
         out = dict(self._dt().delete(predicate, commit_properties=_commit(app_id, seq, meta)))
         self.refresh()

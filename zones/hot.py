@@ -88,9 +88,10 @@ def reflect(engine: sa.Engine, table: str, schema: str | None = None) -> HotTabl
     return HotTable(table, schema, cols, {c.name: str(c.type) for c in t.columns}, t)
 
 
-def _to_arrow_sqlite(rows: Sequence[Sequence[Any]], names: list[str], types: dict[str, pa.DataType]
-                     ) -> tuple[pa.Table, pa.Array]:
-    """Columnar conversion of sqlite3 rows; values SQLite let through with the wrong type are flagged, not lost."""
+def rows_to_arrow(rows: Sequence[Sequence[Any]], names: list[str], types: dict[str, pa.DataType]
+                  ) -> tuple[pa.Table, pa.Array]:
+    """Columnar conversion of DB-API rows (SQLite text or driver objects); values of the wrong type are flagged
+    (and kept raw in ``_dz_raw``), not lost."""
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in names]
     arrays, bad = [], None
     for name, vals in zip(names, cols, strict=True):
@@ -226,7 +227,7 @@ class HotReader:
             names = list(self.table.columns)
             while True:
                 rows = result.fetchmany(limit)
-                data, bad = _to_arrow_sqlite(rows, names, self.table.columns)
+                data, bad = rows_to_arrow(rows, names, self.table.columns)
                 yield self._page(data, bad)
                 if len(rows) < limit:
                     return
@@ -279,14 +280,6 @@ class HotReader:
     def count(self) -> int:
         with self.engine.connect() as c:
             return int(c.execute(sa.select(sa.func.count()).select_from(self.table.table)).scalar() or 0)
-
-    def db_now(self) -> datetime:
-        with self.engine.connect() as c:
-            v = c.execute(sa.select(sa.func.current_timestamp())).scalar()
-        if isinstance(v, str):
-            v = datetime.fromisoformat(v)
-        assert isinstance(v, datetime)
-        return v
 
     def close(self) -> None:
         if self._adbc is not None:
