@@ -227,6 +227,7 @@ def main() -> None:
 
 
 from lifecycle import cli_cold as _cold  # noqa: E402,F401  (registers the cold-zone commands)
+from lifecycle import cli_quality as _quality  # noqa: E402,F401  (registers quarantine and quality commands)
 
 if __name__ == "__main__":
     main()

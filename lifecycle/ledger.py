@@ -26,7 +26,7 @@ batches = sa.Table(
     sa.Column("dataset", sa.String(64), nullable=False, index=True),
     sa.Column("transition", sa.String(16), nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),  # Delta app-transaction version of this batch
-    sa.Column("status", sa.String(16), nullable=False),  # started | committed | abandoned | failed
+    sa.Column("status", sa.String(16), nullable=False),  # started | committed | abandoned | blocked
     sa.Column("wm_from", sa.String(64)),
     sa.Column("wm_to", sa.String(64)),
     sa.Column("delta_version", sa.BigInteger),
@@ -129,6 +129,37 @@ disposals = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),  # executing | disposed
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+)
+
+# Quality: every gate run (one row per batch) and every check of it (one row per expectation). Counts only.
+gate_runs = sa.Table(
+    "dz_gate_runs", META,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("dataset", sa.String(64), nullable=False, index=True),
+    sa.Column("transition", sa.String(16), nullable=False),
+    sa.Column("suite", sa.String(128), nullable=False),
+    sa.Column("success", sa.Boolean, nullable=False),
+    sa.Column("blocked", sa.Boolean, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("rows_quarantined", sa.BigInteger, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("result_json", sa.Text),  # the GX validation result, scrubbed of values (rebuilds Data Docs)
+)
+
+gate_results = sa.Table(
+    "dz_gate_results", META,
+    sa.Column("batch_id", sa.String(64), primary_key=True),
+    sa.Column("check_name", sa.String(255), primary_key=True),
+    sa.Column("dataset", sa.String(64), nullable=False, index=True),
+    sa.Column("suite", sa.String(128), nullable=False),
+    sa.Column("expectation", sa.String(128), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("success", sa.Boolean, nullable=False),
+    sa.Column("blocking", sa.Boolean, nullable=False),
+    sa.Column("unexpected_count", sa.BigInteger, nullable=False),
+    sa.Column("element_count", sa.BigInteger),
+    sa.Column("mostly", sa.Float),
+    sa.Column("error", sa.Text),
 )
 
 chain_head = sa.Table(
@@ -240,13 +271,46 @@ class Ledger:
         return int(cur or 0) + 1
 
     def start_batch(self, *, batch_id: str, dataset: str, transition: str, seq: int, wm_from: str | None,
-                    key_id: str | None, detail: dict[str, Any] | None = None) -> None:
+                    key_id: str | None, detail: dict[str, Any] | None = None, gate: Any = None) -> None:
+        """Open a batch; with ``gate`` (a GateOutcome) its gate run and checks are stored in the same transaction."""
         with self.engine.begin() as c:
             c.execute(batches.insert().values(
                 batch_id=batch_id, dataset=dataset, transition=transition, seq=seq, status="started",
                 wm_from=wm_from, key_id=key_id, started_at=utcnow(), detail=json.dumps(detail or {})))
             self.append(f"{transition}.started", dataset=dataset, batch_id=batch_id, conn=c, seq=seq,
                         wm_from=wm_from, key_id=key_id)
+            if gate is not None:
+                self._record_gate(c, batch_id, dataset, transition, gate)
+
+    def _record_gate(self, c: sa.Connection, batch_id: str, dataset: str, transition: str, gate: Any) -> None:
+        n = gate.passed.num_rows + gate.rejected.num_rows
+        c.execute(gate_runs.insert().values(
+            batch_id=batch_id, dataset=dataset, transition=transition, suite=gate.suite,
+            success=all(ch.ok for ch in gate.checks), blocked=gate.blocked, rows=n,
+            rows_quarantined=gate.rejected.num_rows, at=utcnow(),
+            result_json=json.dumps(gate.result, default=str) if gate.result is not None else None))
+        if gate.checks:
+            c.execute(gate_results.insert(), [
+                {"batch_id": batch_id, "check_name": ch.name[:255], "dataset": dataset, "suite": gate.suite,
+                 "expectation": ch.type or ch.name, "severity": ch.severity, "success": ch.ok,
+                 "blocking": bool(ch.blocking or (ch.failed and ch.severity == "block")),
+                 "unexpected_count": ch.failed, "element_count": ch.element_count, "mostly": ch.mostly,
+                 "error": ch.error} for ch in gate.checks])
+        if gate.blocked:
+            self.append("quality.blocked", dataset=dataset, batch_id=batch_id, conn=c, suite=gate.suite,
+                        checks=gate.blocking_summary())
+
+    def gate_runs(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(gate_runs).order_by(gate_runs.c.at, gate_runs.c.batch_id)
+        if dataset:
+            q = q.where(gate_runs.c.dataset == dataset)
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def gate_results(self, batch_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            return [dict(r._mapping) for r in c.execute(
+                sa.select(gate_results).where(gate_results.c.batch_id == batch_id))]
 
     def open_batches(self, dataset: str, transition: str) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
@@ -274,11 +338,13 @@ class Ledger:
         with self.engine.connect() as c:
             return c.execute(sa.select(watermarks.c.watermark).where(watermarks.c.dataset == dataset)).scalar()
 
-    def last_batch(self, dataset: str, transition: str = "promote") -> dict[str, Any] | None:
+    def last_batch(self, dataset: str, transition: str = "promote",
+                   status: str | None = None) -> dict[str, Any] | None:
+        q = sa.select(batches).where(batches.c.dataset == dataset, batches.c.transition == transition)
+        if status:
+            q = q.where(batches.c.status == status)
         with self.engine.connect() as c:
-            r = c.execute(sa.select(batches).where(batches.c.dataset == dataset,
-                                                   batches.c.transition == transition)
-                          .order_by(batches.c.seq.desc()).limit(1)).first()
+            r = c.execute(q.order_by(batches.c.seq.desc()).limit(1)).first()
         return dict(r._mapping) if r else None
 
     def sum_quarantined(self, dataset: str) -> int:

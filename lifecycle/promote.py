@@ -43,8 +43,9 @@ from lifecycle.quarantine import quarantine_rows, remove_batch
 from lifecycle.report import TransitionReport
 from lifecycle.transform import constant, crypto_columns, needs_seal_key, plan_columns, to_warm
 from lifecycle.warm import WarmTable
-from quality.gate import ContractGate, Gate
+from quality.gate import Gate, GateOutcome
 from zones.config import Project
+from zones.errors import TerminalError
 from zones.hot import HotReader, Page, make_engine, reflect
 
 log = logging.getLogger("datazones.promote")
@@ -64,6 +65,17 @@ def fault(point: str) -> None:
         _hits[point] = _hits.get(point, 0) + 1
         if _hits[point] >= int(nth or 1):
             os._exit(137)
+
+
+class GateBlocked(TerminalError):
+    """A block-severity check failed: the batch was not committed (Delta unchanged, the ledger says why)."""
+
+
+def default_gate(dataset: str, ds: Any) -> Gate:
+    """The Great Expectations gate with the dataset's promote suite (GX is imported on first use)."""
+    from quality.gx_gate import GXGate
+
+    return GXGate(dataset, ds)
 
 
 def app_id(dataset: str) -> str:
@@ -114,7 +126,7 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
     warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"),
                      opaque_columns=crypto_columns(plans))
     qwarm = WarmTable(project.quarantine_uri(dataset), project.storage_options("warm"))
-    gate = gate or ContractGate()
+    gate = gate or default_gate(dataset, ds)
     reader = HotReader(engine, hot, key=list(ds.primary_key), watermark=ds.watermark)
     limit = batch_rows or project.batch_rows(ds)
     as_of = _ts(as_of or datetime.now(UTC))
@@ -125,9 +137,9 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
             wm = ledger.watermark(dataset)
             cursor: tuple[Any, ...] | None = None
             if wm is None:
-                last = ledger.last_batch(dataset, TRANSITION)
+                last = ledger.last_batch(dataset, TRANSITION, status="committed")
                 resume = None
-                if last and last["status"] == "committed":
+                if last:
                     d = json.loads(last["detail"] or "{}")
                     if d.get("mode") == "full" and not d.get("final"):
                         resume = d
@@ -223,6 +235,12 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
             report.add_time("gate", time.perf_counter() - t)
             for c in outcome.checks:
                 report.checks[c.name] = report.checks.get(c.name, 0) + c.failed
+                if c.failed and c.severity == "warn" and c.name not in report.warnings:
+                    report.warnings.append(c.name)
+            if outcome.blocked:
+                if pending is not None:
+                    pending.result()
+                _block(ledger, dataset, outcome, lo, keys, mode, hi, page.last_key or cursor, report)
             rejected = outcome.rejected.num_rows
             t = time.perf_counter()
             rows = None
@@ -240,7 +258,7 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
                       "rows_read": n, "rows_written": n - rejected, "rows_quarantined": rejected}
             ledger.start_batch(batch_id=batch_id, dataset=dataset, transition=TRANSITION, seq=seq,
                                wm_from=lo.isoformat() if lo else None, key_id=keys.pseudonym_key_id,
-                               detail=detail)
+                               detail=detail, gate=outcome)
             fault("after_batch_start")
             if rejected:
                 quarantine_rows(qwarm, dataset, ds, plans, outcome.rejected, outcome.reasons, keys, batch_id, seq)
@@ -262,6 +280,24 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
             except queue.Empty:
                 pass
         committer.shutdown(wait=True, cancel_futures=True)
+
+
+def _block(ledger: Ledger, dataset: str, outcome: GateOutcome, lo: datetime | None, keys: Keys, mode: str,
+           hi: datetime, cursor: Any, report: TransitionReport) -> None:
+    """Record a blocked batch (its gate run and the failed checks) and stop the run: nothing reaches Delta."""
+    seq = ledger.next_seq(dataset, TRANSITION)
+    batch_id = f"{dataset}-{seq:08d}"
+    n = outcome.passed.num_rows + outcome.rejected.num_rows
+    ledger.start_batch(batch_id=batch_id, dataset=dataset, transition=TRANSITION, seq=seq,
+                       wm_from=lo.isoformat() if lo else None, key_id=keys.pseudonym_key_id,
+                       detail={"mode": mode, "hi": hi.isoformat(), "cursor": cursor, "final": False,
+                               "rows_read": n, "blocked": True}, gate=outcome)
+    ledger.finish_batch(batch_id, status="blocked", dataset=dataset, transition=TRANSITION, rows_read=n,
+                        rows_written=0, rows_quarantined=0)
+    report.blocked = outcome.blocking_summary()
+    raise GateBlocked(f"quality gate blocked batch {batch_id} of {dataset} ({n} rows; suite {outcome.suite}): "
+                      f"{report.blocked}. Nothing was committed; warm is unchanged. Fix the source (or the "
+                      f"expectation in zones.yaml) and rerun; `zones quality results {dataset}` shows the run.")
 
 
 def _commit(warm: WarmTable, rows: pa.Table, ds: Any, partition: list[str] | None, mode: str, dataset: str,

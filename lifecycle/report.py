@@ -24,7 +24,9 @@ class TransitionReport:
     key_id: str | None = None
     recovered_batches: int = 0
     new_columns: list[str] = field(default_factory=list)
-    checks: dict[str, int] = field(default_factory=dict)
+    checks: dict[str, int] = field(default_factory=dict)  # failing rows per check (quality gate)
+    warnings: list[str] = field(default_factory=list)  # warn-severity checks that failed
+    blocked: str | None = None  # the block-severity checks that stopped the run
     timings: dict[str, float] = field(default_factory=dict)
     batch_ids: list[str] = field(default_factory=list)
 

@@ -10,7 +10,7 @@ row positions (the quarantine table holds the rows themselves, sealed).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,9 +20,21 @@ from zones.model import Dataset
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One check of one batch: counts only, never values."""
+
     name: str
-    failed: int
-    severity: str = "quarantine"
+    failed: int  # rows that failed (unexpected_count); for a table-level check 1 when it failed
+    severity: str = "quarantine"  # block | warn | quarantine
+    success: bool | None = None  # the check's verdict (GX ``success``: honours ``mostly``); None = failed == 0
+    blocking: bool = False  # this failure stops the batch (block, an over-``mostly`` quarantine, an error)
+    type: str = ""  # GX expectation type, or datazones.<check> for contract checks outside GX
+    element_count: int | None = None
+    mostly: float | None = None
+    error: str | None = None  # the check could not be evaluated (it then blocks)
+
+    @property
+    def ok(self) -> bool:
+        return self.success if self.success is not None else self.failed == 0
 
 
 @dataclass
@@ -31,10 +43,24 @@ class GateOutcome:
     rejected: pa.Table
     reasons: pa.Array  # one string per rejected row: the failed checks, ';'-separated
     checks: list[CheckResult] = field(default_factory=list)
+    suite: str = "contract"
+    result: dict[str, Any] | None = None  # the GX validation result, scrubbed of every value (Data Docs)
 
     @property
     def blocked(self) -> bool:
-        return any(c.failed and c.severity == "block" for c in self.checks)
+        return any(c.blocking or (c.failed and c.severity == "block") for c in self.checks)
+
+    def blocking_summary(self) -> str:
+        """Which checks block and how often, e.g. ``be_between(belopp) failed 12 of 400000 rows``."""
+        parts = []
+        for c in self.checks:
+            if c.blocking or (c.failed and c.severity == "block"):
+                what = f"error: {c.error}" if c.error else (
+                    f"failed {c.failed} of {c.element_count} rows" if c.element_count is not None
+                    else "failed")
+                limit = f" (allowed: mostly {c.mostly})" if c.mostly is not None else ""
+                parts.append(f"{c.name} [{c.severity}] {what}{limit}")
+        return "; ".join(parts)
 
 
 class Gate(Protocol):
@@ -64,7 +90,8 @@ def _dup_mask(data: pa.Table, keys: list[str]) -> pa.Array:
 
 def split(data: pa.Table, failures: list[tuple[str, pa.Array]]) -> GateOutcome:
     """Split a batch by boolean failure masks (True = row fails that check)."""
-    checks = [CheckResult(name, int(pc.sum(m).as_py() or 0)) for name, m in failures]
+    checks = [CheckResult(name, int(pc.sum(m).as_py() or 0), type=f"datazones.{name}", element_count=data.num_rows)
+              for name, m in failures]
     if not any(c.failed for c in checks):
         return GateOutcome(data, data.slice(0, 0), pa.array([], pa.string()), checks)
     any_fail = pa.array([False] * data.num_rows, pa.bool_())

@@ -49,6 +49,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+Severity = Literal["block", "warn", "quarantine"]
+ColumnType = Literal["string", "integer", "decimal", "date", "timestamp", "boolean"]
+ValueFormat = Literal["personnummer", "samordningsnummer", "identitetsnummer", "icd10_se"]
+Scalar = str | int | float | bool
+
+
 class Column(Strict):
     personal_data: PersonalDataClass = Field(
         alias="class",
@@ -66,6 +72,22 @@ class Column(Strict):
         None, description="For a lossy, unsealed column: the decision (e.g. RA-MS 2024:5) that allows losing the "
         "original. Without it the dataset cannot be archived (the loss would be disposal, gallring).")
     description: str | None = Field(None, description="What the column means, for the catalogue and the archive.")
+    # Quality contract: each becomes a Great Expectations expectation in the dataset's promote suite.
+    type: ColumnType | None = Field(None, description="Declared type; the gate fails the batch (block) when the "
+                                    "hot column no longer has it, e.g. after a hot schema change.")
+    nullable: bool = Field(True, description="false: expect no nulls (keys, watermark and business date always).")
+    unique: bool = Field(False, description="Expect unique values (the primary key always).")
+    values: list[Scalar] | None = Field(None, description="Allowed values (expect_column_values_to_be_in_set).")
+    min_: Scalar | None = Field(None, alias="min", description="Smallest allowed value (number or ISO date).")
+    max_: Scalar | None = Field(None, alias="max", description="Largest allowed value (number or ISO date); "
+                                "`today` for dates not in the future.")
+    regex: str | None = Field(None, description="Values must match this regular expression (search semantics).")
+    format: ValueFormat | None = Field(None, description="Domain format checked by a datazones expectation: "
+                                       "personnummer, samordningsnummer, identitetsnummer (either), icd10_se. "
+                                       "Nulls fail a format check.")
+    multiple_of: int | None = Field(None, gt=0, description="Values must be whole multiples of this, e.g. 100.")
+    severity: Severity | None = Field(None, description="Severity of this column's checks (default: the "
+                                      "dataset's quality.severity).")
 
     @model_validator(mode="after")
     def _coherent(self) -> Column:
@@ -86,6 +108,35 @@ class Column(Strict):
     @property
     def lossy(self) -> bool:
         return self.warm in LOSSY
+
+
+class ExpectationSpec(Strict):
+    type: str = Field(description="A Great Expectations expectation, by its snake_case name, e.g. "
+                      "expect_column_values_to_be_between, or a datazones one such as "
+                      "expect_netto_to_equal_brutto_minus_skatt.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Its arguments, e.g. {column: x, min_value: 0, "
+                                   "mostly: 0.99}. Checked against the expectation when zones.yaml is loaded.")
+    severity: Severity | None = Field(None, description="block: the batch is not committed; warn: commit and "
+                                      "record; quarantine: failing rows go to quarantine (row-level expectations "
+                                      "only) and, with `mostly`, the batch is blocked when more rows fail.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        """``- expect_x: {kwargs}`` (plus an optional ``severity:``) is the short form of ``type``/``kwargs``."""
+        if isinstance(data, dict) and "type" not in data:
+            names = [k for k in data if k != "severity"]
+            if len(names) == 1 and str(names[0]).startswith("expect_"):
+                return {"type": names[0], "kwargs": data[names[0]] or {},
+                        **({"severity": data["severity"]} if "severity" in data else {})}
+        return data
+
+
+class Quality(Strict):
+    severity: Severity = Field("quarantine", description="Severity of the checks derived from the column "
+                               "declarations (key, type and table checks always block or quarantine as fits).")
+    expectations: list[ExpectationSpec] = Field(default_factory=list, description="Extra expectations for the "
+                                                "promote suite, any GX expectation by name with its kwargs.")
 
 
 class FromClock(Strict):
@@ -140,6 +191,7 @@ class Dataset(Strict):
     columns: dict[Ident, Column] = Field(description="Every column with its personal-data class and warm policy.")
     retention: Retention = Field(description="Retention per zone.")
     archive: ArchivePolicy = Field(default_factory=ArchivePolicy)  # type: ignore[arg-type]
+    quality: Quality = Field(default_factory=Quality)  # type: ignore[arg-type]
     case_key: Ident | None = Field(None, description="Column holding the case id: case holds resolve through it.")
     person_key: Ident | None = Field(None, description="Column holding the person key (see `persons`): person "
                                      "holds resolve through it.")

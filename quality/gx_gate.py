@@ -1,0 +1,160 @@
+"""The Great Expectations gate: the dataset's promote suite, validated batch by batch on DuckDB.
+
+Per batch: stage the Arrow batch in DuckDB (plus a row index), validate the suite with ``SUMMARY`` results (counts
+only: ``partial_unexpected_count: 0``), and — only when a quarantine-severity expectation failed — validate those
+expectations again with ``COMPLETE`` results keyed by the row index to learn *which* rows failed. Values never
+leave this module: results are scrubbed before anything is stored, logged or rendered (Data Docs included).
+
+The rows SQLite could not read as their declared type (``bad_type``) are a contract check outside GX
+(``datazones.wrong_type``): they cannot be staged typed, so they go to quarantine with their raw text sealed.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from datetime import date
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from quality.gate import CheckResult, GateOutcome
+from quality.suites import COLUMN_ARGS, LIST_ARGS, Spec, SuiteSpec, gx_value, promote_suite
+from zones.hot import RAW_COLUMN
+from zones.model import Dataset
+
+SUMMARY = {"result_format": "SUMMARY", "partial_unexpected_count": 0}
+_KEEP = ("element_count", "unexpected_count", "unexpected_percent", "missing_count", "missing_percent",
+         "unexpected_percent_total", "unexpected_percent_nonmissing", "unexpected_index_column_names")
+_SAFE_OBSERVED = ("expect_column_values_to_be_in_type_list", "expect_column_values_to_be_of_type",
+                  "expect_table_row_count_to_equal", "expect_table_row_count_to_be_between",
+                  "expect_table_column_count_to_equal", "expect_table_columns_to_match_set")
+
+
+class GXGate:
+    """Gate of one dataset: its promote suite from zones.yaml, run by Great Expectations on DuckDB."""
+
+    def __init__(self, name: str, ds: Dataset, *, suite: SuiteSpec | None = None, today: date | None = None):
+        self.name = name
+        self.suite = suite or promote_suite(name, ds)
+        self.today = today or date.today()
+        self.table = f"batch_{name}"
+        self.personal = {c for c, col in ds.columns.items() if col.personal_data != "none"}
+        self._expectations: list[Any] | None = None
+        self.seconds = 0.0
+
+    def _build(self, gx: Any) -> list[Any]:
+        from quality.gx import expectation_class
+
+        out = []
+        for i, spec in enumerate(self.suite.specs):
+            cls, _ = expectation_class(spec.type)
+            if cls is None:
+                raise ValueError(f"unknown expectation {spec.type!r} in suite {self.suite.name}")
+            kwargs = {k: gx_value(v, self.today) for k, v in spec.kwargs.items()}
+            out.append(cls(**kwargs, meta={"dz": i, "severity": spec.severity, "origin": ".".join(spec.origin)}))
+        return out
+
+    def check(self, data: pa.Table, *, bad_type: pa.Array, dataset: Dataset) -> GateOutcome:
+        from quality.gx import ROW, runner
+
+        t0 = time.perf_counter()
+        n = data.num_rows
+        staged = data.drop_columns([RAW_COLUMN]) if RAW_COLUMN in data.column_names else data
+        staged = staged.append_column(ROW, pa.array(np.arange(n, dtype=np.int64)))
+        r = runner()
+        with r.lock:
+            if self._expectations is None:
+                self._expectations = self._build(r.gx)
+            r.stage(self.table, staged)
+            try:
+                summary = r.validate(self.table, self._expectations, self.suite.name, SUMMARY)
+                results = {int(x.expectation_config.meta["dz"]): x for x in summary.results}
+                wanted = [i for i, x in results.items() if self.suite.specs[i].severity == "quarantine"
+                          and (x.result or {}).get("unexpected_count")]
+                rows: dict[int, np.ndarray] = {}
+                if wanted:
+                    complete = r.validate(self.table, [self._expectations[i] for i in wanted], self.suite.name,
+                                          {"result_format": "COMPLETE", "unexpected_index_column_names": [ROW],
+                                           "return_unexpected_index_query": False})
+                    for x in complete.results:
+                        idx = [d[ROW] for d in (x.result or {}).get("unexpected_index_list") or []]
+                        rows[int(x.expectation_config.meta["dz"])] = np.asarray(idx, dtype=np.int64)
+            finally:
+                r.drop(self.table)
+        checks, masks = self._checks(results, rows, n)
+        wrong = pc.fill_null(bad_type, False) if len(bad_type) == n else pa.repeat(False, n)
+        n_wrong = int(pc.sum(wrong).as_py() or 0)
+        checks.append(CheckResult("wrong_type", n_wrong, "quarantine", success=n_wrong == 0,
+                                  type="datazones.wrong_type", element_count=n))
+        if n_wrong:
+            masks.append(("wrong_type", np.asarray(wrong.to_numpy(zero_copy_only=False), dtype=bool)))
+        outcome = _split(data, masks, checks)
+        outcome.suite = self.suite.name
+        outcome.result = self._scrub(summary.to_json_dict())
+        self.seconds += time.perf_counter() - t0
+        return outcome
+
+    def _checks(self, results: dict[int, Any], rows: dict[int, np.ndarray],
+                n: int) -> tuple[list[CheckResult], list[tuple[str, np.ndarray]]]:
+        checks: list[CheckResult] = []
+        masks: list[tuple[str, np.ndarray]] = []
+        for i, spec in enumerate(self.suite.specs):
+            x = results.get(i)
+            res = (x.result or {}) if x is not None else {}
+            err = None
+            if x is None:
+                err = "not evaluated"
+            elif (x.exception_info or {}).get("raised_exception"):
+                err = str(x.exception_info.get("exception_message") or "error")[:300]
+            success = bool(x.success) if x is not None and err is None else False
+            unexpected = res.get("unexpected_count")
+            failed = int(unexpected) if unexpected is not None else (0 if success else 1)
+            blocking = err is not None or (not success and (
+                spec.severity == "block" or (spec.severity == "quarantine" and spec.mostly is not None)))
+            checks.append(CheckResult(spec.name, failed, spec.severity, success=success, blocking=blocking,
+                                      type=spec.type, element_count=res.get("element_count"),
+                                      mostly=spec.mostly, error=err))
+            if spec.severity == "quarantine" and failed and i in rows:
+                m = np.zeros(n, dtype=bool)
+                m[rows[i]] = True
+                masks.append((spec.name, m))
+        return checks, masks
+
+    def _touches_personal(self, spec: Spec) -> bool:
+        cols = {spec.kwargs.get(a) for a in COLUMN_ARGS} | {c for a in LIST_ARGS for c in spec.kwargs.get(a, [])}
+        return bool(cols & self.personal)
+
+    def _scrub(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Keep counts, verdicts and configuration; drop every value GX copied from the data."""
+        out = copy.deepcopy(result)
+        for x in out.get("results", []):
+            i = int(x["expectation_config"]["meta"]["dz"])
+            spec = self.suite.specs[i]
+            res = x.get("result") or {}
+            kept = {k: res[k] for k in _KEEP if k in res}
+            obs = res.get("observed_value")
+            if obs is not None and (spec.type in _SAFE_OBSERVED or (
+                    isinstance(obs, int | float) and not isinstance(obs, bool) and not self._touches_personal(spec))):
+                kept["observed_value"] = obs
+            x["result"] = kept
+            info = x.get("exception_info") or {}
+            if info.get("raised_exception"):
+                x["exception_info"] = {"raised_exception": True, "exception_message":
+                                       str(info.get("exception_message"))[:300], "exception_traceback": None}
+        return out
+
+
+def _split(data: pa.Table, masks: list[tuple[str, np.ndarray]], checks: list[CheckResult]) -> GateOutcome:
+    n = data.num_rows
+    if not masks:
+        return GateOutcome(data, data.slice(0, 0), pa.array([], pa.string()), checks)
+    any_fail = np.zeros(n, dtype=bool)
+    for _, m in masks:
+        any_fail |= m
+    idx = np.flatnonzero(any_fail)
+    reasons = [";".join(name for name, m in masks if m[i]) for i in idx]
+    keep = pa.array(~any_fail)
+    return GateOutcome(data.filter(keep), data.take(pa.array(idx)), pa.array(reasons, pa.string()), checks)

@@ -1,0 +1,227 @@
+"""The GX gate inside promotion: a corpus of bad batches, severities, quarantine release, Data Docs, config errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from lifecycle.ledger import Ledger
+from lifecycle.promote import GateBlocked, promote
+from lifecycle.release import open_rows, release, summary
+from lifecycle.warm import WarmTable
+from quality.docs import build
+from tests.conftest import REPO, write_project
+from tests.test_promote import AS_OF, seeded_project
+from zones.config import Project, load
+from zones.errors import ConfigError
+from zones.hot import make_engine
+
+BAD_PNR = ("201701272394", "190302299813")  # bad check digit; 29 Feb 1903
+
+
+def _sql(project: Project, *stmts: str) -> None:
+    eng = make_engine(project.hot_url)
+    with eng.begin() as c:
+        if eng.dialect.name == "sqlite":
+            c.execute(sa.text("PRAGMA foreign_keys=OFF"))
+        for s in stmts:
+            c.execute(sa.text(s))
+    eng.dispose()
+
+
+def _ids(project: Project, sql: str) -> list[int]:
+    eng = make_engine(project.hot_url)
+    with eng.connect() as c:
+        out = [int(r[0]) for r in c.execute(sa.text(sql))]
+    eng.dispose()
+    return out
+
+
+def _quarantined(project: Project, dataset: str) -> dict[str, str]:
+    q = open_rows(project, dataset)
+    key = project.dataset(dataset).primary_key[0]
+    return dict(zip(q.column(key).to_pylist(), q.column("_dz_reason").to_pylist(), strict=True)) if q.num_rows else {}
+
+
+def _warm_keys(project: Project, dataset: str) -> set[str]:
+    key = project.dataset(dataset).primary_key[0]
+    return {str(v) for v in WarmTable(project.warm_table_uri(dataset)).to_arrow(columns=[key]).column(key).to_pylist()}
+
+
+def test_bad_batch_corpus_lands_where_its_severity_says_and_nothing_is_lost(backend: dict[str, str],
+                                                                            tmp_path: Path) -> None:
+    project = seeded_project(backend, tmp_path, datasets=["individ", "arende", "beslut", "utbetalning"])
+    ind = _ids(project, "SELECT individ_id FROM individ ORDER BY individ_id LIMIT 5")
+    utb = _ids(project, "SELECT utbetalning_id FROM utbetalning ORDER BY utbetalning_id LIMIT 6")
+    ar = _ids(project, "SELECT arende_id FROM arende ORDER BY arende_id LIMIT 1")
+    bes = _ids(project, "SELECT beslut_id FROM beslut ORDER BY beslut_id LIMIT 1")
+    pnr_dup = _ids(project, f"SELECT personnummer FROM individ WHERE individ_id = {ind[4]}")[0]
+    stmts = [
+        f"UPDATE individ SET personnummer = '{BAD_PNR[0]}' WHERE individ_id = {ind[0]}",
+        f"UPDATE individ SET personnummer = '{BAD_PNR[1]}' WHERE individ_id = {ind[1]}",
+        f"UPDATE individ SET personnummer = '191500722390', id_typ = 'SAMNR' WHERE individ_id = {ind[2]}",  # valid
+        f"UPDATE individ SET personnummer = '{pnr_dup:012d}' WHERE individ_id = {ind[3]}",  # duplicate number
+        f"UPDATE utbetalning SET brutto_sek = -100, netto_sek = -100 - skatt_sek WHERE utbetalning_id = {utb[0]}",
+        f"UPDATE utbetalning SET netto_sek = netto_sek + 1 WHERE utbetalning_id = {utb[1]}",
+        f"UPDATE utbetalning SET status = 'OKÄND' WHERE utbetalning_id = {utb[2]}",
+        f"UPDATE arende SET inkommit = '2999-01-01' WHERE arende_id = {ar[0]}",  # a future date
+        f"UPDATE beslut SET motivering = '{'Ölänning 🙂 ' * 9000}' WHERE beslut_id = {bes[0]}",  # passes: dropped
+    ]
+    if backend["name"] == "sqlite":  # SQLite lets a wrong type through; PostgreSQL refuses it at the source
+        stmts.append(f"UPDATE utbetalning SET skatt_sek = 'tolv' WHERE utbetalning_id = {utb[3]}")
+    _sql(project, *stmts)
+    for name in ("individ", "arende", "beslut", "utbetalning"):
+        rep = promote(project, name, as_of=AS_OF)
+        assert rep.rows_read == rep.rows_written + rep.rows_quarantined, name
+        hot_n = _ids(project, f"SELECT count(*) FROM {name}")[0]
+        assert rep.rows_read == hot_n and len(_warm_keys(project, name)) == rep.rows_written
+        assert len(_quarantined(project, name)) == rep.rows_quarantined
+    q = _quarantined(project, "utbetalning")
+    assert q[str(utb[0])] == "column_values_to_be_between(brutto_sek)"
+    assert q[str(utb[1])] == "netto_to_equal_brutto_minus_skatt(netto_sek,brutto_sek,skatt_sek)"
+    assert q[str(utb[2])] == "column_values_to_be_in_set(status)"
+    if backend["name"] == "sqlite":
+        assert "wrong_type" in q[str(utb[3])]
+    assert not {str(u) for u in utb[:3]} & _warm_keys(project, "utbetalning")
+    assert list(_quarantined(project, "arende").values()) == ["column_values_to_be_between(inkommit)"]
+    assert _quarantined(project, "beslut") == {}
+    reasons = sorted(_quarantined(project, "individ").values())  # keys are pseudonymised there
+    assert reasons.count("column_values_to_be_valid_personnummer(personnummer)") == 2
+    assert reasons.count("column_values_to_be_unique(personnummer)") == 2  # both holders of the duplicate
+    assert len(reasons) == 4  # the samordningsnummer with month 00 passed
+    ledger = Ledger(project.ledger_url)
+    runs = ledger.gate_runs("utbetalning")
+    assert runs and runs[0]["suite"] == "utbetalning.promote" and runs[0]["rows_quarantined"] >= 3
+    checks = {c["check_name"]: c for c in ledger.gate_results(runs[0]["batch_id"])}
+    assert checks["column_values_to_be_between(brutto_sek)"]["unexpected_count"] == 1
+    assert checks["column_values_to_be_in_type_list(brutto_sek)"]["success"] is True
+    stored = json.dumps([r["result_json"] for r in ledger.gate_runs()])
+    ledger.dispose()
+    assert not any(p in stored for p in (*BAD_PNR, "191500722390", "Ölänning", "OKÄND"))
+
+
+def _edit_utbetalning(sev: str, mostly: float | None = None) -> Any:
+    def edit(raw: dict[str, Any]) -> None:
+        kw: dict[str, Any] = {"column": "brutto_sek", "min_value": 0}
+        if mostly is not None:
+            kw["mostly"] = mostly
+        raw["datasets"]["utbetalning"]["quality"]["expectations"].append(
+            {"expect_column_values_to_be_between": kw, "severity": sev})
+        raw["datasets"]["utbetalning"]["columns"]["brutto_sek"].pop("min", None)
+    return edit
+
+
+def _project(tmp_path: Path, edit: Any) -> Project:
+    from lifecycle import demo
+
+    path = write_project(tmp_path, hot_url=f"sqlite:///{tmp_path}/hot.db", ledger_url=f"sqlite:///{tmp_path}/l.db",
+                         datasets=["utbetalning"], edit=edit)
+    project = load(path, env={})
+    eng = make_engine(project.hot_url)
+    demo.create_schema(eng)
+    demo.seed(eng, scale=1, as_of=AS_OF, seed=42)
+    eng.dispose()
+    return project
+
+
+def test_block_stops_the_run_with_delta_unchanged_and_the_ledger_saying_why(tmp_path: Path) -> None:
+    project = _project(tmp_path, _edit_utbetalning("block"))
+    first = promote(project, "utbetalning", as_of=AS_OF, batch_rows=2000)
+    version = WarmTable(project.warm_table_uri("utbetalning")).version()
+    bad = _ids(project, "SELECT utbetalning_id FROM utbetalning ORDER BY utbetalning_id DESC LIMIT 2")
+    _sql(project, f"UPDATE utbetalning SET brutto_sek = -1, netto_sek = -1 - skatt_sek, "
+                  f"andrad = '2026-01-02 00:00:00.000000' WHERE utbetalning_id IN ({bad[0]}, {bad[1]})")
+    later = AS_OF.replace(day=3)
+    with pytest.raises(GateBlocked, match=r"be_between\(brutto_sek\) \[block\] failed 2 of \d+ rows"):
+        promote(project, "utbetalning", as_of=later)
+    assert WarmTable(project.warm_table_uri("utbetalning")).version() == version
+    ledger = Ledger(project.ledger_url)
+    last = ledger.last_batch("utbetalning")
+    assert last is not None and last["status"] == "blocked"
+    assert ledger.watermark("utbetalning") == first.watermark_to
+    blocked = [c for c in ledger.gate_results(last["batch_id"]) if c["blocking"]]
+    assert [(c["check_name"], c["unexpected_count"]) for c in blocked] == [
+        ("column_values_to_be_between(brutto_sek)", 2)]
+    assert any(e["kind"] == "quality.blocked" for e in ledger.events(dataset="utbetalning"))
+    assert ledger.verify() == []
+    ledger.dispose()
+
+
+def test_warn_commits_and_records(tmp_path: Path) -> None:
+    project = _project(tmp_path, _edit_utbetalning("warn"))
+    bad = _ids(project, "SELECT utbetalning_id FROM utbetalning ORDER BY utbetalning_id LIMIT 1")[0]
+    _sql(project, f"UPDATE utbetalning SET brutto_sek = -1, netto_sek = -1 - skatt_sek WHERE utbetalning_id = {bad}")
+    rep = promote(project, "utbetalning", as_of=AS_OF)
+    assert rep.rows_quarantined == 0 and str(bad) in _warm_keys(project, "utbetalning")
+    assert rep.warnings == ["column_values_to_be_between(brutto_sek)"]
+
+
+def test_release_revalidates_after_the_source_is_fixed_and_override_records_who_and_why(tmp_path: Path) -> None:
+    project = _project(tmp_path, None)
+    ids = _ids(project, "SELECT utbetalning_id FROM utbetalning ORDER BY utbetalning_id LIMIT 2")
+    _sql(project, f"UPDATE utbetalning SET netto_sek = netto_sek + 5 WHERE utbetalning_id IN ({ids[0]}, {ids[1]})")
+    rep = promote(project, "utbetalning", as_of=AS_OF)
+    assert rep.rows_quarantined == 2
+    batch = summary(project, "utbetalning")[0]["batch_id"]
+    still = release(project, "utbetalning", batch)  # nothing fixed yet: both still fail
+    assert (still.released, still.still_failing) == (0, 2)
+    _sql(project, f"UPDATE utbetalning SET netto_sek = netto_sek - 5 WHERE utbetalning_id = {ids[0]}")
+    fixed = release(project, "utbetalning", batch)
+    assert (fixed.mode, fixed.released, fixed.still_failing) == ("revalidated", 1, 1)
+    assert str(ids[0]) in _warm_keys(project, "utbetalning")
+    over = release(project, "utbetalning", batch, override_by="anna.steward", reason="rounding agreed, case 2026-17")
+    assert (over.mode, over.released) == ("override", 1)
+    warm = _warm_keys(project, "utbetalning")
+    assert {str(ids[0]), str(ids[1])} <= warm and len(warm) == rep.rows_read
+    after = summary(project, "utbetalning")[0]
+    assert (after["open"], after["released"], after["reasons"]) == (0, 2, {})
+    ledger = Ledger(project.ledger_url)
+    ev = [e["payload"] for e in ledger.events(kind="quarantine.released")]
+    ledger.dispose()
+    assert ev[-1]["by"] == "anna.steward" and ev[-1]["reason"] == "rounding agreed, case 2026-17"
+    assert release(project, "utbetalning", batch).rows == 0  # nothing left to release
+
+
+def test_data_docs_site_is_built_from_the_ledger_without_values(tmp_path: Path) -> None:
+    project = _project(tmp_path, None)
+    _sql(project, "UPDATE utbetalning SET status = 'HEMLIG' WHERE utbetalning_id = "
+                  "(SELECT min(utbetalning_id) FROM utbetalning)")
+    promote(project, "utbetalning", as_of=AS_OF)
+    ledger = Ledger(project.ledger_url)
+    index = build(ledger.gate_runs(), tmp_path / "docs")
+    ledger.dispose()
+    assert index.name == "index.html" and index.is_file()
+    site = "".join(p.read_text(errors="ignore") for p in index.parent.rglob("*.html"))
+    assert "utbetalning.promote" in site and "HEMLIG" not in site
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"expect_column_values_to_be_betwen": {"column": "brutto_sek"}}, "did you mean 'expect_column_values_to_be_between'"),
+    ({"expect_column_values_to_be_between": {"column": "brutto_sek", "min_value": "noll"}}, "invalid arguments"),
+    ({"expect_column_values_to_be_between": {"column": "brutto", "min_value": 0}},
+     "column 'brutto' is not declared"),
+    ({"expect_table_row_count_to_be_between": {"min_value": 1}, "severity": "quarantine"},
+     "failing rows cannot be quarantined"),
+])
+def test_extra_expectations_are_checked_at_load(tmp_path: Path, entry: dict[str, Any], message: str) -> None:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["datasets"]["utbetalning"]["quality"]["expectations"].append(entry)
+
+    path = write_project(tmp_path, datasets=["utbetalning"], edit=edit)
+    with pytest.raises(ConfigError) as e:
+        load(path, env={})
+    text = str(e.value)
+    assert message in text and "zones.yaml:" in text and "datasets.utbetalning.quality.expectations.2" in text
+
+
+def test_gx_is_not_imported_by_the_cli_or_the_config_without_extras() -> None:
+    code = ("import sys, lifecycle.cli, lifecycle.promote, zones.config; "
+            "print('great_expectations' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "False", r.stderr[-500:]
