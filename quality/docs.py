@@ -58,7 +58,7 @@ def _result_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
     results = []
     for r in raw.get("results", []):
         cfg = r.get("expectation_config") or {}
-        conf = ExpectationConfiguration(type=cfg.get("type"), kwargs=cfg.get("kwargs") or {},
+        conf = ExpectationConfiguration(type=str(cfg.get("type")), kwargs=cfg.get("kwargs") or {},
                                         meta=cfg.get("meta") or {})
         results.append(ExpectationValidationResult(success=r.get("success"), expectation_config=conf,
                                                    result=r.get("result") or {},

@@ -51,7 +51,8 @@ def _patch_gx() -> None:
     from great_expectations.execution_engine import sqlalchemy_execution_engine as see
 
     if "duckdb" not in see._PERSISTED_CONNECTION_DIALECTS:
-        see._PERSISTED_CONNECTION_DIALECTS = (*see._PERSISTED_CONNECTION_DIALECTS, _DuckDialectName("duckdb"))
+        see._PERSISTED_CONNECTION_DIALECTS = (  # type: ignore[assignment]
+            *see._PERSISTED_CONNECTION_DIALECTS, _DuckDialectName("duckdb"))
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.ERROR)  # its temp-dir/dialect notices are noise for our users
 
@@ -99,7 +100,7 @@ class GXRunner:
         types_module.dialect = duckdb_engine.Dialect  # type: ignore[attr-defined]
         self.engine.dialect_module = types_module  # fix 3
         with self.engine.get_connection() as c:
-            self.duck = c.connection.driver_connection
+            self.duck: Any = c.connection.driver_connection
         dz_expectations.install_macros(self.duck)
         self._batches: dict[str, Any] = {}
         self._schemas: dict[str, pa.Schema] = {}
@@ -109,7 +110,7 @@ class GXRunner:
         """Stage ``data`` as DuckDB table ``table`` (replacing the previous batch); return its batch definition."""
         # GX caches metrics by batch id, and our batch id is the same for every staged batch of a table: forget
         # them, or the next batch is judged by the previous one's counts (and the cache grows without bound).
-        self.engine._metric_cache.clear()
+        self.engine._metric_cache = {}
         if self._schemas.get(table) != data.schema:  # GX caches reflected columns in its inspector
             self.engine._inspector = None
             self._schemas[table] = data.schema

@@ -202,7 +202,8 @@ def test_data_docs_site_is_built_from_the_ledger_without_values(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("entry, message", [
-    ({"expect_column_values_to_be_betwen": {"column": "brutto_sek"}}, "did you mean 'expect_column_values_to_be_between'"),
+    ({"expect_column_values_to_be_betwen": {"column": "brutto_sek"}},
+     "did you mean 'expect_column_values_to_be_between'"),
     ({"expect_column_values_to_be_between": {"column": "brutto_sek", "min_value": "noll"}}, "invalid arguments"),
     ({"expect_column_values_to_be_between": {"column": "brutto", "min_value": 0}},
      "column 'brutto' is not declared"),
