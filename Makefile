@@ -50,6 +50,8 @@ demo: $(STAMP)
 	$(BIN)/zones demo churn --as-of "$$(date -u -d '-30 minutes' +%FT%T+00:00)"; \
 	$(BIN)/zones promote --all; \
 	$(BIN)/zones status; \
+	$(BIN)/zones quarantine list; \
+	echo "quality Data Docs: $$($(BIN)/zones quality docs)"; \
 	$(BIN)/zones demo query; \
 	$(BIN)/zones archive --all --execute; \
 	$(BIN)/zones purge --all --execute; \

@@ -62,6 +62,29 @@ def _existing(ledger: Ledger, dataset: str, period: str) -> list[dict[str, Any]]
     return [dict(r._mapping) for r in rows]
 
 
+def precheck(dataset: str, ds: Dataset, period: str, record: pa.Table, expected_rows: int, ledger: Ledger) -> None:
+    """The archive pre-check suite (GX): the restored record holds exactly the selected warm rows (count from an
+    independent read of the Delta table), keys present and unique. It blocks on any failure; the content hash is
+    then proven after writing (the CSV read back must hash to the hash of these rows)."""
+    from quality.gx_gate import GXGate  # noqa: PLC0415 — GX is imported lazily
+    from quality.suites import SuiteSpec  # noqa: PLC0415
+
+    suite = SuiteSpec(f"{dataset}.archive")
+    suite.add("expect_table_row_count_to_equal", "block", (), value=expected_rows)
+    for k in ds.primary_key:
+        suite.add("expect_column_values_to_not_be_null", "block", (), column=k)
+    if len(ds.primary_key) == 1:
+        suite.add("expect_column_values_to_be_unique", "block", (), column=ds.primary_key[0])
+    else:
+        suite.add("expect_compound_columns_to_be_unique", "block", (), column_list=list(ds.primary_key))
+    outcome = GXGate(f"{dataset}_archive", ds, suite=suite).check(
+        record, bad_type=pa.array([False] * record.num_rows, pa.bool_()), dataset=ds)
+    ledger.record_gate(f"{dataset}-{period}-archive-precheck", dataset, "archive", outcome)
+    if outcome.blocked:
+        raise IntegrityError(f"archive pre-check of {dataset} {period} failed: {outcome.blocking_summary()}; "
+                             "nothing was packaged")
+
+
 def archive_period(project: Project, dataset: str, ds: Dataset, period: Period, *, as_of: datetime, execute: bool,
                    keys: Keys, ledger: Ledger, operator: str, report: TransitionReport,
                    reference_validator: bool) -> None:
@@ -79,6 +102,10 @@ def archive_period(project: Project, dataset: str, ds: Dataset, period: Period, 
     record = authentic_columns(dataset, ds, rows, keys)
     digest = content_hash(record)
     report.add_time("restore", time.perf_counter() - t)
+    t = time.perf_counter()
+    expected = dset.count_rows(filter=due & _period_filter(ds, dset.schema, period))  # an independent count
+    precheck(dataset, ds, period.label, record, expected, ledger)
+    report.add_time("precheck", time.perf_counter() - t)
     done = [p for p in _existing(ledger, dataset, period.label) if p["status"] in ("verified", "disposed")]
     same = next((p for p in done if p["content_sha256"] == digest), None)
     if same is None:

@@ -300,6 +300,13 @@ class Ledger:
             self.append("quality.blocked", dataset=dataset, batch_id=batch_id, conn=c, suite=gate.suite,
                         checks=gate.blocking_summary())
 
+    def record_gate(self, batch_id: str, dataset: str, transition: str, gate: Any) -> None:
+        """Store a gate run outside a promote batch (e.g. an archive pre-check); a rerun replaces it."""
+        with self.engine.begin() as c:
+            c.execute(gate_results.delete().where(gate_results.c.batch_id == batch_id))
+            c.execute(gate_runs.delete().where(gate_runs.c.batch_id == batch_id))
+            self._record_gate(c, batch_id, dataset, transition, gate)
+
     def gate_runs(self, dataset: str | None = None) -> list[dict[str, Any]]:
         q = sa.select(gate_runs).order_by(gate_runs.c.at, gate_runs.c.batch_id)
         if dataset:

@@ -24,6 +24,7 @@ GX 1.24 does not run on DuckDB out of the box; four small, targeted fixes make i
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from types import ModuleType
@@ -119,9 +120,9 @@ class GXRunner:
             self.duck.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM _dz_incoming')
         finally:
             self.duck.unregister("_dz_incoming")
-        held = self.engine._connection  # GX's persisted connection (a DuckDB cursor): end its transaction, or
+        held = self.engine._connection  # GX's persisted connection (a DuckDB cursor): end any transaction, or
         if held is not None and held.in_transaction():  # its snapshot still shows the previous batch (and an
-            held.commit()  # asset's connection test cannot begin a transaction of its own)
+            held.rollback()  # asset's connection test cannot begin one); it only ever reads
         if table not in self._batches:
             asset = self.datasource.add_table_asset(table, table_name=table)
             self._batches[table] = asset.add_batch_definition_whole_table("batch")
@@ -131,10 +132,31 @@ class GXRunner:
                  result_format: dict[str, Any]) -> Any:
         suite = self.gx.ExpectationSuite(name=suite_name, expectations=expectations)
         batch = self._batches[table].get_batch()
-        return batch.validate(suite, result_format=result_format)
+        try:
+            return batch.validate(suite, result_format=result_format)
+        finally:  # a failed query aborts the cursor's transaction; the next batch must start clean
+            held = self.engine._connection
+            if held is not None and held.in_transaction():
+                held.rollback()
+
+    def close(self) -> None:
+        """Release DuckDB before interpreter exit (otherwise nanobind reports leaked DuckDB objects on stderr)."""
+        held = self.engine._connection
+        if held is not None:
+            held.close()
+            self.engine._connection = None
+        self.engine.engine.dispose()
+        self.duck.close()
 
     def drop(self, table: str) -> None:
         self.duck.execute(f'DROP TABLE IF EXISTS "{table}"')
+
+
+def _close() -> None:
+    global _runner
+    if _runner is not None:
+        _runner.close()
+        _runner = None
 
 
 def runner() -> GXRunner:
@@ -143,4 +165,5 @@ def runner() -> GXRunner:
     with _lock:
         if _runner is None:
             _runner = GXRunner()
+            atexit.register(_close)
         return _runner

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from lifecycle import demo
 from lifecycle.ledger import Ledger
 from lifecycle.locks import writer_lock
-from lifecycle.promote import promote
+from lifecycle.promote import GateBlocked, promote
 from lifecycle.warm import WarmTable
 from tests.conftest import write_project
 from tests.helpers import assert_warm_matches_hot
@@ -97,7 +97,7 @@ def test_bad_rows_go_to_quarantine_with_reason_and_nothing_is_lost(tmp_path: Pat
     assert rep.rows_quarantined == 2 and rep.rows_read == hot_n == rep.rows_written + 2
     assert rep.checks["wrong_type"] == 2 and rep.checks["column_values_to_not_be_null(utbetalning_id)"] == 0
     q = WarmTable(project.quarantine_uri("utbetalning")).to_arrow()
-    assert sorted(q.column("_dz_reason").to_pylist()) == ["column_values_to_not_be_null(utbetald);wrong_type",
+    assert sorted(q.column("_dz_reason").to_pylist()) == ["column_values_to_not_be_null(utbetald);period_to_be_ordered(avser_from,avser_tom);wrong_type",
                                                                   "wrong_type"]
     assert "99999999" in q.column("utbetalning_id").to_pylist()
     assert set(q.column("_dz_batch").to_pylist()) <= set(rep.batch_ids)
@@ -127,13 +127,18 @@ def test_new_nullable_column_is_added_and_type_change_stops(pg_schema: str, tmp_
     filled = [r for r in t.to_pylist() if r["referens"] is not None]
     assert filled and all(r["referens"] == f"OCR{r['utbetalning_id']}" for r in filled)
     assert len(filled) < t.num_rows  # old rows read null
-    with eng.begin() as c:
-        c.execute(sa.text("ALTER TABLE utbetalning ALTER COLUMN brutto_sek TYPE varchar(20)"))
+    before = WarmTable(project.warm_table_uri("utbetalning")).version()
+    with eng.begin() as c:  # a column without a declared type: the warm schema check stops it at commit
+        c.execute(sa.text("ALTER TABLE utbetalning ALTER COLUMN referens TYPE integer USING length(referens)"))
         c.execute(sa.text("UPDATE utbetalning SET andrad = :t WHERE utbetalning_id % 7 = 0"),
                   {"t": AS_OF + timedelta(hours=3)})
+    with pytest.raises(SchemaChangeError, match=r"'referens'.*warm has string, hot now gives int32"):
+        promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=4))
+    assert WarmTable(project.warm_table_uri("utbetalning")).version() == before
+    with eng.begin() as c:  # brutto_sek declares `type: integer`: the gate blocks before anything is written
+        c.execute(sa.text("ALTER TABLE utbetalning ALTER COLUMN brutto_sek TYPE varchar(20)"))
     eng.dispose()
-    before = WarmTable(project.warm_table_uri("utbetalning")).version()
-    with pytest.raises(SchemaChangeError, match=r"'brutto_sek'.*warm has int32, hot now gives string"):
+    with pytest.raises(GateBlocked, match=r"column_values_to_be_in_type_list\(brutto_sek\) \[block\] failed"):
         promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=4))
     assert WarmTable(project.warm_table_uri("utbetalning")).version() == before
 

@@ -226,3 +226,23 @@ def test_gx_is_not_imported_by_the_cli_or_the_config_without_extras() -> None:
             "print('great_expectations' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "False", r.stderr[-500:]
+
+
+def test_archive_precheck_suite_records_its_run_and_blocks_on_a_count_mismatch(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from lifecycle.archive_steps import precheck
+    from zones.errors import IntegrityError
+
+    project = _project(tmp_path, None)
+    ds = project.dataset("utbetalning")
+    record = pa.table({"utbetalning_id": ["1", "2", "3"], "belopp": ["1", "2", "3"]})
+    ledger = Ledger(project.ledger_url)
+    precheck("utbetalning", ds, "2025", record, 3, ledger)
+    with pytest.raises(IntegrityError, match=r"table_row_count_to_equal \[block\] failed"):
+        precheck("utbetalning", ds, "2024", record, 4, ledger)
+    runs = {r["batch_id"]: r for r in ledger.gate_runs("utbetalning")}
+    ledger.dispose()
+    assert runs["utbetalning-2025-archive-precheck"]["success"] is True
+    assert runs["utbetalning-2024-archive-precheck"]["blocked"] is True
+    assert runs["utbetalning-2024-archive-precheck"]["suite"] == "utbetalning.archive"

@@ -165,6 +165,11 @@ def bars(results: list[Result], rows: int, big_rows: int) -> list[dict[str, Any]
         v = _ratio(ok_rate(full), ok_rate(by.get(peer)))
         bar(f"full promote ≥ {need:g}× {peer} throughput", v, functools.partial(operator.le, need),
             f"{v or 0:.2f}×", f"needs datazones-full and {peer}")
+    timings = (full.detail.get("report") or {}).get("timings") or {} if full and not full.error else {}
+    v = timings["gate"] / full.seconds if timings.get("gate") and full and full.seconds else None
+    bar("GX gate time ≤ 15 % of the full promote time", v, lambda x: x <= 0.15,
+        f"{(v or 0) * 100:.1f} % ({timings.get('gate', 0):.2f} s of {full.seconds if full else 0:.2f} s)",
+        "needs datazones-full")
     v = (inc.seconds / full.seconds if inc and full and not inc.error and not full.error and inc.seconds
          and full.seconds else None)
     bar("incremental (1 %) ≤ 5 % of full-load time", v, lambda x: x <= 0.05,
