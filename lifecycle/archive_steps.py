@@ -66,8 +66,8 @@ def precheck(dataset: str, ds: Dataset, period: str, record: pa.Table, expected_
     """The archive pre-check suite (GX): the restored record holds exactly the selected warm rows (count from an
     independent read of the Delta table), keys present and unique. It blocks on any failure; the content hash is
     then proven after writing (the CSV read back must hash to the hash of these rows)."""
-    from quality.gx_gate import GXGate  # noqa: PLC0415 — GX is imported lazily
-    from quality.suites import SuiteSpec  # noqa: PLC0415
+    from quality.gx_gate import GXGate
+    from quality.suites import SuiteSpec
 
     suite = SuiteSpec(f"{dataset}.archive")
     suite.add("expect_table_row_count_to_equal", "block", (), value=expected_rows)

@@ -97,8 +97,8 @@ def test_bad_rows_go_to_quarantine_with_reason_and_nothing_is_lost(tmp_path: Pat
     assert rep.rows_quarantined == 2 and rep.rows_read == hot_n == rep.rows_written + 2
     assert rep.checks["wrong_type"] == 2 and rep.checks["column_values_to_not_be_null(utbetalning_id)"] == 0
     q = WarmTable(project.quarantine_uri("utbetalning")).to_arrow()
-    assert sorted(q.column("_dz_reason").to_pylist()) == ["column_values_to_not_be_null(utbetald);period_to_be_ordered(avser_from,avser_tom);wrong_type",
-                                                                  "wrong_type"]
+    assert sorted(q.column("_dz_reason").to_pylist()) == [
+        "column_values_to_not_be_null(utbetald);period_to_be_ordered(avser_from,avser_tom);wrong_type", "wrong_type"]
     assert "99999999" in q.column("utbetalning_id").to_pylist()
     assert set(q.column("_dz_batch").to_pylist()) <= set(rep.batch_ids)
     assert "konto" not in q.column_names  # the raw row is only inside the sealed _dz_row
