@@ -75,10 +75,12 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 
 @app.command()
 def validate(config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) -> None:
-    """Check zones.yaml (schema, rules) and then against the live hot store."""
+    """Check zones.yaml (schema, rules, every quality expectation against GX) and then the live hot store."""
+    from quality.suites import check_specs
     from zones.validate import validate_live
 
     project = _project(config)
+    _guard(lambda: check_specs(project))
     findings = _guard(lambda: validate_live(project))
 
     def render() -> None:

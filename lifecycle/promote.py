@@ -159,6 +159,9 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
                     return report
             report.mode = mode
             report.watermark_from = wm
+            prepare = getattr(gate, "prepare", None)
+            if prepare is not None:  # checks the suite and loads GX while the first page is being extracted
+                prepare(project)
             _run(project, dataset, ds, plans, keys, ledger, warm, qwarm, gate, reader, limit, mode, lo, hi,
                  cursor, report, progress)
     finally:

@@ -131,12 +131,17 @@ def gx_value(v: Any, today: date) -> Any:
     return v
 
 
-def check_specs(project: Project) -> None:
-    """Validate every declared extra expectation against GX: known name, valid kwargs, declared columns, and a
-    row-level expectation where the severity is ``quarantine``. Raises ConfigError with file, line and fix."""
-    from quality.gx import expectation_class, is_row_level
+def check_specs(project: Project, datasets: list[str] | None = None) -> None:
+    """Validate every expectation of the promote suites against GX: known name, valid kwargs, declared columns,
+    and a row-level expectation where the severity is ``quarantine``. Raises ConfigError with file, line and fix.
+
+    Runs in ``zones validate`` and before a promotion judges its first batch — not on every config load: it
+    imports GX (~2.7 s), and a no-op run or ``zones status`` should not pay for that."""
+    from quality.gx import expectation_class, is_row_level  # imports GX
 
     for name, ds in project.config.datasets.items():
+        if datasets is not None and name not in datasets:
+            continue
         for spec in promote_suite(name, ds).specs:
             at = spec.origin
             cls, known = expectation_class(spec.type)

@@ -16,6 +16,7 @@ from lifecycle.promote import GateBlocked, promote
 from lifecycle.release import open_rows, release, summary
 from lifecycle.warm import WarmTable
 from quality.docs import build
+from quality.suites import check_specs
 from tests.conftest import REPO, write_project
 from tests.test_promote import AS_OF, seeded_project
 from zones.config import Project, load
@@ -210,19 +211,21 @@ def test_data_docs_site_is_built_from_the_ledger_without_values(tmp_path: Path) 
     ({"expect_table_row_count_to_be_between": {"min_value": 1}, "severity": "quarantine"},
      "failing rows cannot be quarantined"),
 ])
-def test_extra_expectations_are_checked_at_load(tmp_path: Path, entry: dict[str, Any], message: str) -> None:
+def test_extra_expectations_are_checked_before_anything_runs(tmp_path: Path, entry: dict[str, Any],
+                                                             message: str) -> None:
     def edit(raw: dict[str, Any]) -> None:
         raw["datasets"]["utbetalning"]["quality"]["expectations"].append(entry)
 
     path = write_project(tmp_path, datasets=["utbetalning"], edit=edit)
+    project = load(path, env={})  # loading stays cheap (no GX); the suite is checked by validate and promote
     with pytest.raises(ConfigError) as e:
-        load(path, env={})
+        check_specs(project)
     text = str(e.value)
     assert message in text and "zones.yaml:" in text and "datasets.utbetalning.quality.expectations.2" in text
 
 
-def test_gx_is_not_imported_by_the_cli_or_the_config_without_extras() -> None:
-    code = ("import sys, lifecycle.cli, lifecycle.promote, zones.config; "
+def test_gx_is_not_imported_by_the_cli_or_a_config_load() -> None:
+    code = ("import sys, lifecycle.cli, lifecycle.promote, zones.config; zones.config.load('zones.yaml'); "
             "print('great_expectations' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "False", r.stderr[-500:]
@@ -246,3 +249,14 @@ def test_archive_precheck_suite_records_its_run_and_blocks_on_a_count_mismatch(t
     assert runs["utbetalning-2025-archive-precheck"]["success"] is True
     assert runs["utbetalning-2024-archive-precheck"]["blocked"] is True
     assert runs["utbetalning-2024-archive-precheck"]["suite"] == "utbetalning.archive"
+
+
+def test_promote_refuses_a_bad_expectation_before_writing(tmp_path: Path) -> None:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["datasets"]["utbetalning"]["quality"]["expectations"].append(
+            {"expect_column_values_to_be_betwen": {"column": "brutto_sek", "min_value": 0}})
+
+    project = _project(tmp_path, edit)
+    with pytest.raises(ConfigError, match="unknown expectation"):
+        promote(project, "utbetalning", as_of=AS_OF)
+    assert not WarmTable(project.warm_table_uri("utbetalning")).exists()

@@ -265,10 +265,5 @@ def load(path: str | os.PathLike[str] = "zones.yaml", *, overrides: Mapping[str,
         cfg = ZonesConfig.model_validate(raw)
     except ValidationError as exc:
         raise _convert(exc, raw, lines, str(file)) from None
-    project = Project(config=cfg, file=file.resolve(), root=file.resolve().parent, lines=lines,
-                      env_applied=tuple(applied))
-    if any(d.quality.expectations for d in cfg.datasets.values()):
-        from quality.suites import check_specs
-
-        check_specs(project)
-    return project
+    return Project(config=cfg, file=file.resolve(), root=file.resolve().parent, lines=lines,
+                   env_applied=tuple(applied))
