@@ -231,5 +231,7 @@ def main() -> None:
 from lifecycle import cli_cold as _cold  # noqa: E402,F401  (registers the cold-zone commands)
 from lifecycle import cli_quality as _quality  # noqa: E402,F401  (registers quarantine and quality commands)
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m lifecycle.cli`: run the imported module, where every command registered
+    from lifecycle.cli import main as _registered_main
+
+    _registered_main()

@@ -25,7 +25,7 @@ def build(runs: list[dict[str, Any]], out_dir: Path) -> Path:
         ValidationResultIdentifier,
     )
 
-    import quality.gx  # noqa: F401 — registers the datazones expectations so they render
+    import quality.expectations  # noqa: F401 — registers the datazones expectations so they render
 
     out_dir.mkdir(parents=True, exist_ok=True)
     context = gx.get_context(mode="file", project_root_dir=str(out_dir))

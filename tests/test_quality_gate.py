@@ -200,6 +200,11 @@ def test_data_docs_site_is_built_from_the_ledger_without_values(tmp_path: Path) 
     assert index.name == "index.html" and index.is_file()
     site = "".join(p.read_text(errors="ignore") for p in index.parent.rglob("*.html"))
     assert "utbetalning.promote" in site and "HEMLIG" not in site
+    cli = subprocess.run([sys.executable, "-m", "lifecycle.cli", "quality", "docs", "--config", str(project.file),
+                          "--out", str(tmp_path / "cli-docs")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0 and cli.stdout.strip().endswith("index.html"), cli.stderr[-800:]
+    assert "Exception" not in cli.stderr and "netto_to_equal_brutto_minus_skatt" in "".join(
+        p.read_text(errors="ignore") for p in (tmp_path / "cli-docs").rglob("*.html"))
 
 
 @pytest.mark.parametrize("entry, message", [
