@@ -293,7 +293,7 @@ class Ledger:
             c.execute(gate_results.insert(), [
                 {"batch_id": batch_id, "check_name": ch.name[:255], "dataset": dataset, "suite": gate.suite,
                  "expectation": ch.type or ch.name, "severity": ch.severity, "success": ch.ok,
-                 "blocking": bool(ch.blocking or (ch.failed and ch.severity == "block")),
+                 "blocking": ch.blocking,
                  "unexpected_count": ch.failed, "element_count": ch.element_count, "mostly": ch.mostly,
                  "error": ch.error} for ch in gate.checks])
         if gate.blocked:

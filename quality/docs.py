@@ -17,7 +17,7 @@ def build(runs: list[dict[str, Any]], out_dir: Path) -> Path:
     """Render Data Docs for ``runs`` (rows of ``dz_gate_runs``) into ``out_dir``; return the index.html path."""
     import great_expectations as gx
     from great_expectations.core.expectation_validation_result import (
-        ExpectationSuiteValidationResult,
+        expectationSuiteValidationResultSchema,
     )
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
@@ -36,7 +36,7 @@ def build(runs: list[dict[str, Any]], out_dir: Path) -> Path:
         raw = json.loads(run["result_json"])
         raw.setdefault("meta", {})["batch_id"] = run["batch_id"]
         raw["suite_name"] = run["suite"]
-        result = ExpectationSuiteValidationResult(**_result_kwargs(raw))
+        result = expectationSuiteValidationResultSchema.load(raw)
         at = run["at"] if isinstance(run["at"], datetime) else datetime.fromisoformat(str(run["at"]))
         key = ValidationResultIdentifier(
             expectation_suite_identifier=ExpectationSuiteIdentifier(name=run["suite"]),
@@ -46,23 +46,3 @@ def build(runs: list[dict[str, Any]], out_dir: Path) -> Path:
     site = next(iter(urls.values()), "")
     return Path(site.removeprefix("file://")) if site else out_dir
 
-
-def _result_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
-    from great_expectations.core.expectation_validation_result import (
-        ExpectationValidationResult,
-    )
-    from great_expectations.expectations.expectation_configuration import (
-        ExpectationConfiguration,
-    )
-
-    results = []
-    for r in raw.get("results", []):
-        cfg = r.get("expectation_config") or {}
-        conf = ExpectationConfiguration(type=str(cfg.get("type")), kwargs=cfg.get("kwargs") or {},
-                                        meta=cfg.get("meta") or {})
-        results.append(ExpectationValidationResult(success=r.get("success"), expectation_config=conf,
-                                                   result=r.get("result") or {},
-                                                   exception_info=r.get("exception_info") or {},
-                                                   meta=r.get("meta") or {}))
-    return {"success": raw.get("success"), "results": results, "suite_name": raw.get("suite_name"),
-            "statistics": raw.get("statistics") or {}, "meta": raw.get("meta") or {}}

@@ -27,10 +27,13 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+from datetime import date
 from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
+
+from quality.suites import Spec, gx_value
 
 ROW = "_dz_row"
 _lock = threading.Lock()
@@ -58,12 +61,29 @@ def _patch_gx() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)  # its temp-dir/dialect notices are noise for our users
 
 
-def expectation_class(name: str) -> tuple[type | None, list[str]]:
-    """The GX expectation class registered under ``name`` (core or datazones), and every known name."""
-    runner()  # registers the datazones expectations
-    from great_expectations.expectations.registry import _registered_expectations
+class UnknownExpectation(LookupError):
+    """No GX (or datazones) expectation has this name; ``known`` lists every registered one."""
 
-    return _registered_expectations.get(name), sorted(_registered_expectations)
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(name)
+        self.known = known
+
+
+def make_expectation(spec: Spec, today: date, **meta: Any) -> Any:
+    """The GX expectation for ``spec`` (config values converted by :func:`quality.suites.gx_value`)."""
+    runner()  # imports GX and registers the datazones expectations
+    from great_expectations.exceptions import ExpectationNotFoundError
+    from great_expectations.expectations.registry import (
+        get_expectation_impl,
+        list_registered_expectation_implementations,
+    )
+
+    try:
+        cls = get_expectation_impl(spec.type)
+    except ExpectationNotFoundError:
+        raise UnknownExpectation(spec.type, sorted(list_registered_expectation_implementations())) from None
+    kwargs = {k: gx_value(v, today) for k, v in spec.kwargs.items()}
+    return cls(**kwargs, meta=meta) if meta else cls(**kwargs)
 
 
 def is_row_level(cls: type) -> bool:

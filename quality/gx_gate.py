@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import threading
-import time
 from datetime import date
 from typing import Any
 
@@ -21,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from quality.gate import CheckResult, GateOutcome
-from quality.suites import COLUMN_ARGS, LIST_ARGS, Spec, SuiteSpec, gx_value, promote_suite
+from quality.gate import CheckResult, GateOutcome, split
+from quality.suites import Spec, SuiteSpec, promote_suite
 from zones.hot import RAW_COLUMN
 from zones.model import Dataset
 
@@ -47,7 +46,6 @@ class GXGate:
         self._warm: threading.Thread | None = None
         self._project: Any = None
         self._load_error: BaseException | None = None
-        self.seconds = 0.0
 
     def prepare(self, project: Any) -> None:
         """Start loading GX (~3 s) in the background so it overlaps the first extraction. The first check waits
@@ -77,22 +75,15 @@ class GXGate:
             check_specs(self._project, [self.name])
             self._project = None
 
-    def _build(self, gx: Any) -> list[Any]:
-        from quality.gx import expectation_class
+    def _build(self) -> list[Any]:
+        from quality.gx import make_expectation
 
-        out = []
-        for i, spec in enumerate(self.suite.specs):
-            cls, _ = expectation_class(spec.type)
-            if cls is None:
-                raise ValueError(f"unknown expectation {spec.type!r} in suite {self.suite.name}")
-            kwargs = {k: gx_value(v, self.today) for k, v in spec.kwargs.items()}
-            out.append(cls(**kwargs, meta={"dz": i, "severity": spec.severity, "origin": ".".join(spec.origin)}))
-        return out
+        return [make_expectation(spec, self.today, dz=i, severity=spec.severity, origin=".".join(spec.origin))
+                for i, spec in enumerate(self.suite.specs)]
 
     def check(self, data: pa.Table, *, bad_type: pa.Array, dataset: Dataset) -> GateOutcome:
         from quality.gx import ROW, runner
 
-        t0 = time.perf_counter()
         self._ready()
         n = data.num_rows
         staged = data.drop_columns([RAW_COLUMN]) if RAW_COLUMN in data.column_names else data
@@ -100,7 +91,7 @@ class GXGate:
         r = runner()
         with r.lock:
             if self._expectations is None:
-                self._expectations = self._build(r.gx)
+                self._expectations = self._build()
             r.stage(self.table, staged)
             try:
                 summary = r.validate(self.table, self._expectations, self.suite.name, SUMMARY)
@@ -118,16 +109,15 @@ class GXGate:
             finally:
                 r.drop(self.table)
         checks, masks = self._checks(results, rows, n)
-        wrong = pc.fill_null(bad_type, False) if len(bad_type) == n else pa.repeat(False, n)
+        wrong = pc.fill_null(bad_type, False)
         n_wrong = int(pc.sum(wrong).as_py() or 0)
         checks.append(CheckResult("wrong_type", n_wrong, "quarantine", success=n_wrong == 0,
                                   type="datazones.wrong_type", element_count=n))
         if n_wrong:
             masks.append(("wrong_type", np.asarray(wrong.to_numpy(zero_copy_only=False), dtype=bool)))
-        outcome = _split(data, masks, checks)
+        outcome = split(data, masks, checks)
         outcome.suite = self.suite.name
         outcome.result = self._scrub(summary.to_json_dict())
-        self.seconds += time.perf_counter() - t0
         return outcome
 
     def _checks(self, results: dict[int, Any], rows: dict[int, np.ndarray],
@@ -157,8 +147,7 @@ class GXGate:
         return checks, masks
 
     def _touches_personal(self, spec: Spec) -> bool:
-        cols = {spec.kwargs.get(a) for a in COLUMN_ARGS} | {c for a in LIST_ARGS for c in spec.kwargs.get(a, [])}
-        return bool(cols & self.personal)
+        return bool(set(spec.columns) & self.personal)
 
     def _scrub(self, result: dict[str, Any]) -> dict[str, Any]:
         """Keep counts, verdicts and configuration; drop every value GX copied from the data."""
@@ -179,15 +168,3 @@ class GXGate:
                                        str(info.get("exception_message"))[:300], "exception_traceback": None}
         return out
 
-
-def _split(data: pa.Table, masks: list[tuple[str, np.ndarray]], checks: list[CheckResult]) -> GateOutcome:
-    n = data.num_rows
-    if not masks:
-        return GateOutcome(data, data.slice(0, 0), pa.array([], pa.string()), checks)
-    any_fail = np.zeros(n, dtype=bool)
-    for _, m in masks:
-        any_fail |= m
-    idx = np.flatnonzero(any_fail)
-    reasons = [";".join(name for name, m in masks if m[i]) for i in idx]
-    keep = pa.array(~any_fail)
-    return GateOutcome(data.filter(keep), data.take(pa.array(idx)), pa.array(reasons, pa.string()), checks)

@@ -51,13 +51,16 @@ class Spec:
     origin: tuple[str, ...] = ()  # key path in zones.yaml
 
     @property
+    def columns(self) -> list[str]:
+        """The columns the expectation reads (``column``, ``column_A``/``column_B``, ``column_list``)."""
+        cols = [str(self.kwargs[a]) for a in COLUMN_ARGS if a in self.kwargs]
+        return cols + [str(c) for a in LIST_ARGS for c in self.kwargs.get(a, [])]
+
+    @property
     def name(self) -> str:
         """Stable, value-free name used in reasons, reports and the ledger: ``type(columns)``."""
-        cols = [str(self.kwargs[a]) for a in COLUMN_ARGS if a in self.kwargs]
-        for a in LIST_ARGS:
-            cols += [str(c) for c in self.kwargs.get(a, [])]
         short = self.type.removeprefix("expect_")
-        return f"{short}({','.join(cols)})" if cols else short
+        return f"{short}({','.join(self.columns)})" if self.columns else short
 
     @property
     def mostly(self) -> float | None:
@@ -137,35 +140,31 @@ def check_specs(project: Project, datasets: list[str] | None = None) -> None:
 
     Runs in ``zones validate`` and before a promotion judges its first batch — not on every config load: it
     imports GX (~2.7 s), and a no-op run or ``zones status`` should not pay for that."""
-    from quality.gx import expectation_class, is_row_level  # imports GX
+    from quality.gx import UnknownExpectation, is_row_level, make_expectation  # imports GX
 
     for name, ds in project.config.datasets.items():
         if datasets is not None and name not in datasets:
             continue
         for spec in promote_suite(name, ds).specs:
             at = spec.origin
-            cls, known = expectation_class(spec.type)
-            if cls is None:
-                close = difflib.get_close_matches(spec.type, known, n=3, cutoff=0.6)
+            try:
+                expectation = make_expectation(spec, date.today())
+            except UnknownExpectation as exc:
+                close = difflib.get_close_matches(spec.type, exc.known, n=3, cutoff=0.6)
                 raise project.error(f"unknown expectation {spec.type!r}", *at,
                                     fix=(f"did you mean {', '.join(map(repr, close))}? " if close else "")
                                     + "see https://greatexpectations.io/expectations or the datazones ones in "
-                                    "quality/expectations.py")
-            try:
-                cls(**{k: gx_value(v, date.today()) for k, v in spec.kwargs.items()})
+                                    "quality/expectations.py") from None
             except Exception as exc:  # GX raises pydantic ValidationError or InvalidExpectationConfigurationError
                 raise project.error(f"{spec.type}: invalid arguments: {_first_line(exc)}", *at,
                                     fix=f"give the arguments {spec.type} takes, e.g. column: <name>") from None
-            cols = [spec.kwargs[a] for a in COLUMN_ARGS if a in spec.kwargs]
-            cols += [c for a in LIST_ARGS for c in spec.kwargs.get(a, [])]
-            for c in cols:
+            for c in spec.columns:
                 if c not in ds.columns:
                     raise project.error(f"{spec.type}: column {c!r} is not declared under `columns`", *at,
                                         fix=f"use one of: {', '.join(ds.columns)}")
-            if spec.severity == "quarantine" and not is_row_level(cls):
+            if spec.severity == "quarantine" and not is_row_level(type(expectation)):
                 raise project.error(f"{spec.type} checks the whole batch, so its failing rows cannot be "
                                     "quarantined", *at, fix="use severity: block or warn for it")
-
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
