@@ -16,6 +16,7 @@ marks them.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,16 +66,18 @@ def summary(project: Project, dataset: str) -> list[dict[str, Any]]:
         return []
     t = q.to_arrow(columns=["_dz_batch", "_dz_reason", "_dz_released", "_dz_at"])
     out: dict[str, dict[str, Any]] = {}
+    open_reasons: dict[str, list[str]] = {}
     for b, r, rel, at in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True):
-        e = out.setdefault(b, {"dataset": dataset, "batch_id": b, "open": 0, "released": 0, "reasons": {},
-                               "at": str(at)})
-        if rel:
-            e["released"] += 1
-        else:
-            e["open"] += 1
-            for reason in (r or "").split(";"):
-                e["reasons"][reason] = e["reasons"].get(reason, 0) + 1
-    return sorted(out.values(), key=lambda e: e["batch_id"])
+        e = out.setdefault(b, {"dataset": dataset, "batch_id": b, "open": 0, "released": 0, "at": str(at)})
+        e["released" if rel else "open"] += 1
+        if not rel:
+            open_reasons.setdefault(b, []).append(r or "")
+    return [{**e, "reasons": _reason_counts(open_reasons.get(b, []))} for b, e in sorted(out.items())]
+
+
+def _reason_counts(reasons: list[str]) -> dict[str, int]:
+    """``["a;b", "a"]`` -> ``{"a": 2, "b": 1}``: how many rows failed each check."""
+    return dict(Counter(part for r in reasons for part in r.split(";") if part))
 
 
 def release(project: Project, dataset: str, batch_id: str, *, gate: Gate | None = None, keys: Keys | None = None,
@@ -120,9 +123,7 @@ def release(project: Project, dataset: str, batch_id: str, *, gate: Gate | None 
                                     f"{outcome.blocking_summary()}")
             passed = outcome.passed
             report.still_failing = outcome.rejected.num_rows
-            for r in outcome.reasons.to_pylist():
-                for part in r.split(";"):
-                    report.reasons[part] = report.reasons.get(part, 0) + 1
+            report.reasons = _reason_counts(outcome.reasons.to_pylist())
         if RAW_COLUMN in passed.column_names:
             passed = passed.drop_columns([RAW_COLUMN])
         warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"),
@@ -144,7 +145,7 @@ def release(project: Project, dataset: str, batch_id: str, *, gate: Gate | None 
             released = _released_positions(rows, originals, passed, pk)
             report.released = len(released)
             if released:
-                _mark_released(qwarm, dataset, rows, released)
+                _mark_released(qwarm, rows, released)
             ledger.append("quarantine.released", dataset=dataset, batch_id=batch_id, mode=mode,
                           released=report.released, still_failing=report.still_failing,
                           gone_from_hot=report.gone_from_hot, by=override_by, reason=reason)
@@ -178,14 +179,10 @@ def _released_positions(rows: pa.Table, originals: list[dict[str, Any]], passed:
     return [i for i, o in enumerate(originals) if tuple(str(o.get(k)) for k in pk) in done]
 
 
-def _mark_released(qwarm: WarmTable, dataset: str, rows: pa.Table, positions: list[int]) -> None:
+def _mark_released(qwarm: WarmTable, rows: pa.Table, positions: list[int]) -> None:
     """Set ``_dz_released`` on exactly these quarantine rows (by batch and sealed payload, which is unique)."""
     sealed = rows.column("_dz_row").take(pa.array(positions)).to_pylist()
     batch = rows.column("_dz_batch")[0].as_py()
-    dt = qwarm._dt()
     hexes = ", ".join(f"X'{bytes(s).hex()}'" if isinstance(s, bytes | bytearray) else f"'{s}'" for s in sealed)
-    from deltalake import CommitProperties
-
-    dt.update(predicate=f"_dz_batch = '{batch}' AND _dz_row IN ({hexes})", updates={"_dz_released": "true"},
-              commit_properties=CommitProperties(custom_metadata={"datazones.released_from": batch}))
-    qwarm.refresh()
+    qwarm.update(f"_dz_batch = '{batch}' AND _dz_row IN ({hexes})", {"_dz_released": "true"},
+                 meta={"datazones.released_from": batch})

@@ -146,6 +146,15 @@ class WarmTable:
         self.refresh()
         return out
 
+    def update(self, predicate: str, updates: dict[str, str], *, meta: dict[str, str]) -> dict[str, Any]:
+        """Set ``updates`` (SQL expressions) on the rows matching ``predicate``, in one commit."""
+        from deltalake import CommitProperties
+
+        out = dict(self._dt().update(predicate=predicate, updates=updates,
+                                     commit_properties=CommitProperties(custom_metadata=meta)))
+        self.refresh()
+        return out
+
     def count(self) -> int:
         if not self.exists():
             return 0
