@@ -13,6 +13,7 @@ interpreter start and imports); the in-process timings of each are printed and k
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tests.bench.cases import PY, REPO, WORK, Result, _result, _summary, _tail, fresh
-from tests.bench.measure import run_measured
+from tests.bench.measure import add_bar, run_measured
 
 COLD_CASES = ("cold-limit", "datazones-archive", "audit-limit", "datazones-audit")
 NEEDS = {"cold-limit": "datazones-full", "datazones-archive": "datazones-full", "audit-limit": "datazones-archive",
@@ -209,25 +210,23 @@ def bars(results: list[Result], rss_limit_mb: float) -> list[dict[str, Any]]:
     by = {r.case: r for r in results}
     out: list[dict[str, Any]] = []
 
-    def bar(name: str, value: float | None, ok: bool, shown: str, missing: str) -> None:
-        status = "SKIP" if value is None else ("PASS" if ok else "FAIL")
-        out.append({"bar": name, "status": status, "value": value, "detail": shown if value is not None else missing})
+    bar = functools.partial(add_bar, out)
 
     arc, lim = by.get("datazones-archive"), by.get("cold-limit")
     v = vs_limit(arc, by) if arc else None
-    bar(f"archive ≥ {ARCHIVE_BAR:g}× cold-limit throughput", v, (v or 0) >= ARCHIVE_BAR,
+    bar(f"archive ≥ {ARCHIVE_BAR:g}× cold-limit throughput", v, lambda x: x >= ARCHIVE_BAR,
         f"{v or 0:.2f}× ({arc.seconds if arc else 0:.2f} s vs {lim.seconds if lim else 0:.2f} s for "
         f"{arc.rows if arc else 0:,} rows; in-process {inner_vs_limit(arc, by) or 0:.2f}×)",
         "needs cold-limit and datazones-archive")
     aud, alim = by.get("datazones-audit"), by.get("audit-limit")
     v = vs_limit(aud, by) if aud else None
-    bar(f"audit ≥ {AUDIT_BAR:g}× audit-limit throughput", v, (v or 0) >= AUDIT_BAR,
+    bar(f"audit ≥ {AUDIT_BAR:g}× audit-limit throughput", v, lambda x: x >= AUDIT_BAR,
         f"{v or 0:.2f}× ({gb_rate(aud) or 0:.3f} GB/s vs {gb_rate(alim) or 0:.3f} GB/s; in-process "
         f"{inner_vs_limit(aud, by) or 0:.2f}×)",
         "needs audit-limit and datazones-audit")
     zs = [r for r in (arc, aud) if r and not r.error and r.peak_mb]
     v = max((r.peak_mb for r in zs if r.peak_mb), default=None)
     worst = max(zs, key=lambda r: r.peak_mb or 0).case if zs else ""
-    bar(f"archive/audit peak RSS ≤ {rss_limit_mb:g} MB", v, (v or 0) <= rss_limit_mb, f"{v or 0:.0f} MB ({worst})",
+    bar(f"archive/audit peak RSS ≤ {rss_limit_mb:g} MB", v, lambda x: x <= rss_limit_mb, f"{v or 0:.0f} MB ({worst})",
         "needs datazones-archive or datazones-audit")
     return out

@@ -10,9 +10,10 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -107,3 +108,10 @@ def warm_bytecode(python: Path, paths: Sequence[Path]) -> float:
     subprocess.run([str(python), "-m", "compileall", "-q", "-j", "0", *map(str, paths)], env=child_env(),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     return time.perf_counter() - t0
+
+
+def add_bar(out: list[dict[str, Any]], name: str, value: float | None, ok: Callable[[float], bool], shown: str,
+            missing: str) -> None:
+    """Append one bar: SKIP without a value (``missing`` says what it needs), else PASS/FAIL by ``ok(value)``."""
+    status = "SKIP" if value is None else ("PASS" if ok(value) else "FAIL")
+    out.append({"bar": name, "status": status, "value": value, "detail": shown if value is not None else missing})

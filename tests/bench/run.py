@@ -39,7 +39,7 @@ from tests.bench.cases import (
     run_zones_full,
     run_zones_incremental,
 )
-from tests.bench.measure import PYCACHE, warm_bytecode
+from tests.bench.measure import PYCACHE, add_bar, warm_bytecode
 
 CASES = ("limit", "dlt-connectorx", "dlt-pyarrow", "datazones-full", *cold.COLD_CASES, "datazones-incremental",
          "datazones-noop", "datazones-full-big")
@@ -154,9 +154,7 @@ def bars(results: list[Result], rows: int, big_rows: int) -> list[dict[str, Any]
     inc, noop = by.get("datazones-incremental"), by.get("datazones-noop")
     out: list[dict[str, Any]] = []
 
-    def bar(name: str, value: float | None, ok: Callable[[float], bool], shown: str, missing: str) -> None:
-        status = "SKIP" if value is None else ("PASS" if ok(value) else "FAIL")
-        out.append({"bar": name, "status": status, "value": value, "detail": shown if value is not None else missing})
+    bar = functools.partial(add_bar, out)
 
     def ok_rate(r: Result | None) -> float | None:
         return r.rate if r and not r.error else None
