@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	if [ -n "$$UV" ]; then \
 	  echo "installing with $$UV"; \
 	  [ -x $(BIN)/python ] || $$UV venv -q $(VENV) --python $(PY); \
-	  $$UV pip install -q --python $(BIN)/python -e ".[$(EXTRAS)]"; \
+	  $$UV pip install -q --compile-bytecode --python $(BIN)/python -e ".[$(EXTRAS)]"; \
 	else \
 	  echo "uv unavailable: installing with pip"; \
 	  [ -x $(BIN)/python ] || $(PY) -m venv $(VENV); \
