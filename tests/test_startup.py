@@ -1,0 +1,63 @@
+"""Start-up and exit costs: GX's rarely used heavy imports are deferred, and the CLI's fast exit keeps exit codes
+and output. Each case runs in a fresh interpreter, since both are about what a new process does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import REPO, write_project
+
+
+def _py(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_gx_runs_without_loading_altair_or_scipy_stats_until_something_uses_them() -> None:
+    code = """
+import sys
+from quality.gx import runner
+runner()
+print('loaded', 'scipy.stats._stats_py' in sys.modules, 'altair.vegalite' in sys.modules)
+import great_expectations.expectations.core.expect_column_kl_divergence_to_be_less_than as kl
+from scipy.stats import norm
+print('norm', norm.cdf(0.0), 'entropy', round(float(kl.stats.entropy([0.5, 0.5])), 4), kl.alt.Chart.__name__)
+print('loaded', 'scipy.stats._stats_py' in sys.modules, 'altair.vegalite' in sys.modules)
+"""
+    r = _py(code)
+    lines = [x for x in r.stdout.splitlines() if x.startswith(("loaded", "norm"))]
+    assert lines == ["loaded False False", "norm 0.5 entropy 0.6931 Chart", "loaded True True"], r.stderr[-800:]
+
+
+def test_a_deferred_module_that_is_already_imported_is_left_alone() -> None:
+    r = _py("import sys, scipy.stats as s; from quality.defer import defer; defer('scipy.stats'); "
+            "print(sys.modules['scipy.stats'] is s)")
+    assert r.stdout.strip() == "True", r.stderr[-500:]
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lifecycle.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_exit_codes_and_output_survive_the_fast_exit(tmp_path: Path) -> None:
+    """`zones validate` loads GX (it checks the suites), so it leaves through the fast exit: the error text, the
+    exit code and the normal output must all still arrive."""
+
+    def bad(raw: dict[str, Any]) -> None:
+        raw["datasets"]["utbetalning"]["quality"]["expectations"].append(
+            {"expect_column_values_to_be_betwen": {"column": "brutto_sek"}})
+
+    (tmp_path / "good").mkdir()
+    (tmp_path / "bad").mkdir()
+    good = write_project(tmp_path / "good", datasets=["utbetalning"])
+    broken = write_project(tmp_path / "bad", datasets=["utbetalning"], edit=bad)
+    subprocess.run([sys.executable, "-m", "lifecycle.cli", "demo", "seed", "--config", str(good), "--scale", "1"],
+                   cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
+    ok = _cli(tmp_path, "validate", "--config", str(good))
+    assert ok.returncode == 0 and ok.stdout.rstrip().endswith("1 datasets valid"), ok.stderr[-800:]
+    err = _cli(tmp_path, "validate", "--config", str(broken))
+    assert err.returncode == 2, (err.returncode, err.stderr[-800:])
+    assert "did you mean 'expect_column_values_to_be_between'" in err.stderr + err.stdout
