@@ -63,7 +63,8 @@ class GXGate:
         except BaseException as exc:  # re-raised by the first check
             self._load_error = exc
 
-    def _ready(self) -> None:
+    def ready(self) -> None:
+        """Wait for GX and check the suite (idempotent; :meth:`check` calls it too)."""
         if self._warm is not None:
             self._warm.join()
             self._warm = None
@@ -84,7 +85,7 @@ class GXGate:
     def check(self, data: pa.Table, *, bad_type: pa.Array, dataset: Dataset) -> GateOutcome:
         from quality.gx import ROW, runner
 
-        self._ready()
+        self.ready()
         n = data.num_rows
         staged = data.drop_columns([RAW_COLUMN]) if RAW_COLUMN in data.column_names else data
         staged = staged.append_column(ROW, pa.array(np.arange(n, dtype=np.int64)))
