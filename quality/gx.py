@@ -5,8 +5,8 @@ Arrow take a fraction of that. Each extracted batch is staged as a DuckDB table 
 rows) and validated through an ordinary GX SQL datasource, so expectations keep their GX semantics, results and
 Data Docs.
 
-GX 1.24 does not run on DuckDB out of the box; four small, targeted fixes make it work (see
-``../shared/integration-notes.md``):
+GX 1.24 does not run on DuckDB out of the box; four small, targeted fixes make it work, and a fifth keeps it fast
+(see ``../shared/integration-notes.md``):
 
 1. ``MetricResolutionError: list index out of range``: GX closes the connection before it fetches results, and
    duckdb-engine drops a result when its connection goes back to the pool. DuckDB joins GX's
