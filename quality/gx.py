@@ -34,6 +34,7 @@ from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
+import sqlalchemy as sa
 
 from quality.suites import Spec, gx_value
 
@@ -108,7 +109,6 @@ class GXRunner:
         defer_heavy()  # altair and scipy.stats: ~0.8 s of GX's import, used only by expectations we rarely run
         import duckdb_engine
         import great_expectations as gx
-        import sqlalchemy as sa
 
         import quality.expectations as dz_expectations
 
@@ -135,8 +135,8 @@ class GXRunner:
         self.engine.get_inspector = self._get_inspector  # type: ignore[method-assign]  # fix 5 (docstring)
         self.lock = threading.Lock()
 
-    def stage(self, table: str, data: pa.Table) -> Any:
-        """Stage ``data`` as DuckDB table ``table`` (replacing the previous batch); return its batch definition."""
+    def stage(self, table: str, data: pa.Table) -> None:
+        """Stage ``data`` as DuckDB table ``table``, replacing the previous batch; :meth:`validate` judges it."""
         # GX caches metrics by batch id, and our batch id is the same for every staged batch of a table: forget
         # them, or the next batch is judged by the previous one's counts (and the cache grows without bound).
         self.engine._metric_cache = {}
@@ -155,11 +155,8 @@ class GXRunner:
         if table not in self._batches:
             asset = self.datasource.add_table_asset(table, table_name=table)
             self._batches[table] = asset.add_batch_definition_whole_table("batch")
-        return self._batches[table]
 
     def _get_inspector(self) -> Any:
-        import sqlalchemy as sa
-
         if self._inspector is None:
             self._inspector = sa.inspect(self.engine.engine)
         return self._inspector
