@@ -63,6 +63,9 @@ class GateOutcome:
 
 
 class Gate(Protocol):
+    """Judges one extracted batch. A gate may also offer ``prepare(project)`` (start slow set-up while the first
+    page is extracted) and ``ready()`` (wait for it; timed as ``gate_load``): promote calls them when present."""
+
     def check(self, data: pa.Table, *, bad_type: pa.Array, dataset: Dataset) -> GateOutcome: ...
 
 

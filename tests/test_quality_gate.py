@@ -161,6 +161,7 @@ def test_warn_commits_and_records(tmp_path: Path) -> None:
     rep = promote(project, "utbetalning", as_of=AS_OF)
     assert rep.rows_quarantined == 0 and str(bad) in _warm_keys(project, "utbetalning")
     assert rep.warnings == ["column_values_to_be_between(brutto_sek)"]
+    assert rep.timings["gate_load"] >= 0 and rep.timings["gate"] > 0  # the one-off GX load is timed apart
 
 
 def test_release_revalidates_after_the_source_is_fixed_and_override_records_who_and_why(tmp_path: Path) -> None:
