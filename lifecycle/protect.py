@@ -131,21 +131,22 @@ def _hmac_hex(values: pa.Array, key: bytes) -> pa.Array:
     return out.cast(pa.string())
 
 
-_LUT = np.zeros(256, np.uint8)
-for _i, _c in enumerate(b"0123456789abcdef"):
-    _LUT[_c] = _i
+_HEX_DIGITS = b"0123456789abcdef"
+# Two ASCII hex digits read as one little-endian uint16 -> the byte they encode: one gather per output byte.
+_LUT16 = np.zeros(65536, np.uint8)
+for _h, _a in enumerate(_HEX_DIGITS):
+    for _l, _b in enumerate(_HEX_DIGITS):
+        _LUT16[_a | (_b << 8)] = (_h << 4) | _l
 
 
 def _hex_prefix(hexes: pa.Array, nbytes: int) -> U8:
     """The first ``nbytes`` bytes encoded by each (null-free, lowercase) hex string, as an (n, nbytes) matrix."""
     off, data = _values(hexes)
     if len(off) > 1 and int(off[-1]) == 64 * (len(off) - 1) and bool((np.diff(off) == 64).all()):
-        nib = _LUT[data.reshape(-1, 64)[:, : 2 * nbytes]]  # full digests: a strided view, no index matrix
-        return ((nib[:, 0::2] << 4) | nib[:, 1::2]).astype(np.uint8)
-    starts = off[:-1]
-    idx = starts[:, None] + np.arange(2 * nbytes)[None, :]
-    nib = _LUT[data[idx]]
-    return ((nib[:, 0::2] << 4) | nib[:, 1::2]).astype(np.uint8)
+        pairs = data.reshape(-1, 64).view("<u2")  # full digests: a strided view, no index matrix
+        return _LUT16[pairs[:, :nbytes]]
+    idx = off[:-1, None] + 2 * np.arange(nbytes)[None, :]
+    return _LUT16[data[idx].astype(np.uint16) | (data[idx + 1].astype(np.uint16) << 8)]
 
 
 def _values(arr: pa.Array) -> tuple[I64, U8]:
@@ -171,6 +172,14 @@ def _fixed(rows: U8, typ: pa.DataType) -> pa.Array:
     return _binary(np.arange(n + 1, dtype=np.int64) * w, np.ascontiguousarray(rows).ravel(), typ)
 
 
+def _ecb(enc_key: bytes, blocks: U8) -> U8:
+    """AES-256 of every 16-byte counter block in one call (ECB only makes the CTR keystream)."""
+    ecb = Cipher(algorithms.AES(enc_key), modes.ECB()).encryptor()  # noqa: S305
+    out = np.empty(blocks.size + 15, np.uint8)
+    ecb.update_into(np.ascontiguousarray(blocks).reshape(-1).data, out.data)
+    return out[: blocks.size]
+
+
 def _ctr_xor(enc_key: bytes, iv: U8, off: I64, data: U8) -> U8:
     """AES-256-CTR of every value (value i starts at counter block iv[i]) in one ECB call over all blocks."""
     lens = np.diff(off)
@@ -179,28 +188,32 @@ def _ctr_xor(enc_key: bytes, iv: U8, off: I64, data: U8) -> U8:
     ctr0 = np.ascontiguousarray(iv[:, 12:]).view(">u4").ravel()
     if n and int((ctr0.astype(np.int64) + nb).max()) > 2**32:
         raise IntegrityError("a sealed value would wrap its 32-bit block counter")
+    if total == 0:  # no values, or only empty ones
+        return data.copy()
+    k = int(nb.max())
+    if n * k <= 2 * total:  # short or similar-length values (ids, dates, names): a dense (n, k) grid
+        if k == 1:  # one block per value: its counter block is its IV
+            blocks = np.ascontiguousarray(iv)
+        else:
+            per_value = np.empty((n, k, 16), np.uint8)
+            per_value[:, :, :12] = iv[:, None, :12]
+            ctr = ctr0.astype(np.uint32)[:, None] + np.arange(k, dtype=np.uint32)  # < 2**32 (checked above
+            per_value[:, :, 12:] = ctr.astype(">u4").view(np.uint8).reshape(n, k, 4)  # for the used blocks)
+            blocks = per_value.reshape(-1, 16)
+        grid = _ecb(enc_key, blocks).reshape(n, k * 16)
+        if bool((lens == lens[0]).all()):
+            ks = grid[:, : lens[0]].ravel()
+        else:  # keep the first lens[i] keystream bytes of row i (row-major boolean gather)
+            ks = grid[np.arange(k * 16) < lens[:, None]]
+        return data ^ ks
+    first = np.cumsum(nb) - nb  # long, uneven values (free text): exactly the blocks each value needs
     blocks = np.empty((total, 16), np.uint8)
-    uniform = n > 0 and bool((lens == lens[0]).all())
-    if uniform:  # fixed-width values (ids, dates, timestamps): broadcasting, no repeat and no mask
-        k = int(nb[0])
-        per_value = blocks.reshape(n, k, 16)
-        per_value[:, :, :12] = iv[:, None, :12]
-        ctr = ctr0.astype(np.uint32)[:, None] + np.arange(k, dtype=np.uint32)
-        per_value[:, :, 12:] = ctr.astype(">u4").view(np.uint8).reshape(n, k, 4)
-    else:
-        first = np.cumsum(nb) - nb
-        blocks[:, :12] = np.repeat(iv[:, :12], nb, axis=0)
-        ctr = np.repeat(ctr0.astype(np.int64) - first, nb) + np.arange(total, dtype=np.int64)
-        blocks[:, 12:] = ctr.astype(">u4").view(np.uint8).reshape(-1, 4)
-    ecb = Cipher(algorithms.AES(enc_key), modes.ECB()).encryptor()  # noqa: S305 - ECB only makes the CTR keystream
-    ks = np.empty(total * 16 + 15, np.uint8)
-    ecb.update_into(blocks.reshape(-1).data, ks.data)
-    ks = ks[: total * 16]
-    if uniform:
-        ks = ks.reshape(n, -1)[:, : lens[0]].ravel()
-    else:  # keep the first lens[i] of the 16 * nb[i] keystream bytes of value i
-        keep = np.repeat(np.tile(np.array([True, False]), n), np.column_stack([lens, nb * 16 - lens]).ravel())
-        ks = ks[keep]
+    blocks[:, :12] = np.repeat(iv[:, :12], nb, axis=0)
+    ctr = np.repeat(ctr0.astype(np.int64) - first, nb) + np.arange(total, dtype=np.int64)
+    blocks[:, 12:] = ctr.astype(">u4").view(np.uint8).reshape(-1, 4)
+    ks = _ecb(enc_key, blocks)
+    keep = np.repeat(np.tile(np.array([True, False]), n), np.column_stack([lens, nb * 16 - lens]).ravel())
+    ks = ks[keep]
     return data ^ ks
 
 
@@ -299,10 +312,15 @@ def seal_siv(arr: ArrowArray, pseudonyms: ArrowArray, key: bytes) -> pa.BinaryAr
 
     def core(t: pa.Array, pos: I64) -> pa.Array:
         off, data = _values(t)
-        iv = _siv_iv(ivs.take(pa.array(pos)))
-        ct = _binary(off, _ctr_xor(enc_key, iv, off, data), pa.binary())
-        head = _fixed(np.full((len(t), 1), SIV_VERSION, np.uint8), pa.binary())
-        return pc.binary_join_element_wise(head, ct, pa.scalar(b"", pa.binary()))
+        iv = _siv_iv(ivs if len(pos) == len(ivs) else ivs.take(pa.array(pos)))
+        ct = _ctr_xor(enc_key, iv, off, data)
+        out_off = off + np.arange(len(off), dtype=np.int64)  # each value gains its version byte in front
+        head = np.zeros(len(ct) + len(t), bool)
+        head[out_off[:-1]] = True
+        out = np.empty(len(head), np.uint8)
+        out[head] = SIV_VERSION
+        out[~head] = ct
+        return _binary(out_off, out, pa.binary())
 
     return _null_safe(text, core)
 
