@@ -1,0 +1,116 @@
+"""The Arrow-written append path (lifecycle/warm_files.py) makes the same Delta table delta-rs's writer makes:
+same rows, same partitions, statistics that agree with delta-rs's wherever both give one, app transactions."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from lifecycle.warm import TABLE_CONFIG, WarmTable, _writer_props
+
+OPAQUE = ["pnr", "pnr__sealed"]
+
+
+def batch(lo: int, n: int) -> pa.Table:
+    ids = list(range(lo, lo + n))
+    return pa.table({
+        "id": pa.array(ids, pa.int64()),
+        "small": pa.array([None if i % 7 == 0 else i % 1000 for i in ids], pa.int32()),
+        "day": pa.array([date(2013, 1, 1) + timedelta(days=i % 4000) for i in ids], pa.date32()),
+        "at": pa.array([datetime(2014, 1, 1, tzinfo=UTC) + timedelta(seconds=i * 37, microseconds=i % 999)
+                        for i in ids], pa.timestamp("us", tz="UTC")),
+        "status": pa.array([["PLANERAD", "UTBETALD", None][i % 3] for i in ids], pa.string()),
+        "note": pa.array(["åäö " * (i % 20) for i in ids], pa.string()),  # up to 80 characters
+        "amount": pa.array([i * 0.5 for i in ids], pa.float64()),
+        "pnr": pa.array([f"{i:064x}" for i in ids], pa.string()),
+        "pnr__sealed": pa.array([bytes([2]) + i.to_bytes(8, "big") for i in ids], pa.binary()),
+        "_dz_period": pa.array([2013 + (i % 4000) // 365 for i in ids], pa.int32()),
+    })
+
+
+def per_partition(dt: DeltaTable) -> dict[str, dict[str, Any]]:
+    """numRecords, nullCount sums and min/max bounds per partition, from the log's add actions."""
+    out: dict[str, dict[str, Any]] = defaultdict(lambda: {"rows": 0, "nulls": defaultdict(int), "min": {}, "max": {}})
+    log = Path(dt.table_uri.removeprefix("file://")) / "_delta_log"
+    for entry in sorted(log.glob("*.json")):
+        for line in entry.read_text().splitlines():
+            add = json.loads(line).get("add")
+            if not add:
+                continue
+            part, st = add["partitionValues"]["_dz_period"], json.loads(add["stats"])
+            agg = out[part]
+            agg["rows"] += st["numRecords"]
+            for c, v in st.get("nullCount", {}).items():
+                agg["nulls"][c] += v
+            for c, v in st.get("minValues", {}).items():
+                agg["min"][c] = min(agg["min"].get(c, v), v)
+            for c, v in st.get("maxValues", {}).items():
+                agg["max"][c] = max(agg["max"].get(c, v), v)
+    return out
+
+
+def _t(v: Any) -> Any:
+    return datetime.fromisoformat(v.replace("Z", "+00:00")) if isinstance(v, str) and v.endswith("Z") else v
+
+
+def test_arrow_written_append_matches_delta_rs(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    warm = WarmTable(str(ours), opaque_columns=OPAQUE)
+    for seq, lo in enumerate((0, 30_000, 60_000), start=1):
+        data = batch(lo, 30_000)
+        warm.append(data, partition_by=["_dz_period"], app_id="app", seq=seq, meta={"datazones.seq": str(seq)})
+        write_deltalake(str(theirs), data, mode="append", partition_by=["_dz_period"], configuration=TABLE_CONFIG,
+                        writer_properties=_writer_props(OPAQUE))
+    a, b = DeltaTable(str(ours)), DeltaTable(str(theirs))
+    assert a.version() == 2 and a.transaction_version("app") == 3 and warm.committed("app") == 3
+    assert a.metadata().configuration == b.metadata().configuration
+    assert a.metadata().partition_columns == ["_dz_period"]
+    assert a.protocol() == b.protocol() and a.schema() == b.schema()
+    rows_a = a.to_pyarrow_table().sort_by("id")
+    assert rows_a.equals(b.to_pyarrow_table().sort_by("id").select(rows_a.column_names))
+    assert rows_a.num_rows == 90_000
+
+    pa_, pb = per_partition(a), per_partition(b)
+    assert pa_.keys() == pb.keys() and len(pa_) > 5
+    compared = set()
+    for part, x in pa_.items():
+        y = pb[part]
+        assert x["rows"] == y["rows"]
+        assert dict(x["nulls"]) == {c: n for c, n in y["nulls"].items() if c not in OPAQUE}
+        for side in ("min", "max"):
+            assert not set(x[side]) & set(OPAQUE)
+            for c, v in x[side].items():  # every bound we give agrees with delta-rs's (when it gives one)
+                if c not in y[side]:
+                    continue
+                if c == "at" and side == "max":  # delta-rs floors to the millisecond (readers add 1 ms back);
+                    assert timedelta(0) <= _t(v) - _t(y[side][c]) <= timedelta(milliseconds=1)  # we round up
+                else:
+                    assert _t(v) == _t(y[side][c]), (part, side, c)
+                compared.add(c)
+        assert {"id", "small", "day", "at", "status"} <= set(x["min"]) and "amount" not in x["min"]
+    assert {"id", "small", "day", "at", "status"} <= compared
+
+
+def test_timestamp_bounds_are_rounded_outward_to_milliseconds() -> None:
+    from lifecycle.warm_files import stats
+
+    t = pa.table({"at": pa.array([datetime(2020, 1, 1, 0, 0, 0, 1500, tzinfo=UTC),
+                                  datetime(2020, 1, 1, 0, 0, 1, 999_001, tzinfo=UTC)], pa.timestamp("us", "UTC"))})
+    st = json.loads(stats(t, set()))
+    assert st["minValues"]["at"] == "2020-01-01T00:00:00.001Z"  # floor of 1.5 ms
+    assert st["maxValues"]["at"] == "2020-01-01T00:00:02Z"  # ceiling of 1.999001 s
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/warm/t", "memory://x"])
+def test_object_stores_keep_delta_rs_writer(uri: str) -> None:
+    from lifecycle.warm_files import local_path
+
+    assert local_path(uri) is None and local_path("/data/warm/t") == "/data/warm/t"
+    assert local_path("file:///data/warm/t") == "/data/warm/t"
