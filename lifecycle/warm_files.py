@@ -101,8 +101,7 @@ def write_files(path: str, t: pa.Table, *, partition_by: list[str] | None, opaqu
     n = 0
     for values, part in _partitions(t, partition_by):
         folder = "/".join(f"{k}={NULL_PARTITION if v is None else v}" for k, v in values.items())
-        if folder:
-            os.makedirs(os.path.join(path, folder), exist_ok=True)
+        os.makedirs(os.path.join(path, folder), exist_ok=True)  # also the table's own folder on a first write
         plain = [c for c in part.column_names if c not in opaque_set]
         for start in range(0, max(part.num_rows, 1), rows_per_file):
             chunk = part.slice(start, rows_per_file)

@@ -114,3 +114,10 @@ def test_object_stores_keep_delta_rs_writer(uri: str) -> None:
 
     assert local_path(uri) is None and local_path("/data/warm/t") == "/data/warm/t"
     assert local_path("file:///data/warm/t") == "/data/warm/t"
+
+
+def test_first_append_creates_an_unpartitioned_table_in_a_new_folder(tmp_path: Path) -> None:
+    warm = WarmTable(str(tmp_path / "new" / "t"), opaque_columns=OPAQUE)
+    data = batch(0, 1000).drop_columns(["_dz_period"])
+    assert warm.append(data, partition_by=None, app_id="a", seq=1, meta={}) == 0
+    assert DeltaTable(str(tmp_path / "new" / "t")).to_pyarrow_table().sort_by("id").equals(data)
