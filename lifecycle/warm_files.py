@@ -37,11 +37,17 @@ def local_path(uri: str) -> str | None:
     return None if "://" in uri else uri
 
 
+_UNITS_PER_MS = {"ms": 1, "us": 1000, "ns": 1_000_000}
+
+
 def _stat(v: Any, typ: pa.DataType, *, upper: bool) -> Any:
     if pa.types.is_timestamp(typ):  # milliseconds, as Delta readers expect; rounded outward, so still a bound
-        us = int(v.timestamp() * 1_000_000) if isinstance(v, datetime) else int(v)
-        ms = -(-us // 1000) if upper else us // 1000
-        d = datetime.fromtimestamp(ms / 1000, UTC)
+        if typ.unit == "s":
+            ms = int(v) * 1000
+        else:  # v counts the column's unit since the epoch
+            per = _UNITS_PER_MS[typ.unit]
+            ms = -(-int(v) // per) if upper else int(v) // per
+        d = datetime.fromtimestamp(ms // 1000, UTC)
         frac = f".{ms % 1000:03d}" if ms % 1000 else ""
         return d.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
     if pa.types.is_date(typ):

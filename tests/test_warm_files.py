@@ -98,18 +98,26 @@ def test_arrow_written_append_matches_delta_rs(tmp_path: Path) -> None:
     assert {"id", "small", "day", "at", "status"} <= compared
 
 
-def test_timestamp_bounds_are_rounded_outward_to_milliseconds() -> None:
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_timestamp_bounds_are_rounded_outward_to_milliseconds_in_every_unit(unit: str) -> None:
     from lifecycle.warm_files import stats
 
-    t = pa.table({"at": pa.array([datetime(2020, 1, 1, 0, 0, 0, 1500, tzinfo=UTC),
-                                  datetime(2020, 1, 1, 0, 0, 1, 999_001, tzinfo=UTC)], pa.timestamp("us", "UTC"))})
+    lo, hi = datetime(1969, 12, 31, 23, 59, 58, 1500, tzinfo=UTC), datetime(2020, 1, 1, 0, 0, 1, 999_001, tzinfo=UTC)
+    t = pa.table({"at": pa.array([lo, hi], pa.timestamp("us", "UTC")).cast(pa.timestamp(unit, "UTC"), safe=False)})
     st = json.loads(stats(t, set()))
-    assert st["minValues"]["at"] == "2020-01-01T00:00:00.001Z"  # floor of 1.5 ms
-    assert st["maxValues"]["at"] == "2020-01-01T00:00:02Z"  # ceiling of 1.999001 s
+    if unit in ("s", "ms"):  # no finer digits: the bounds are the stored values themselves
+        stored = [v.as_py() for v in t.column("at")]
+        want = [v.strftime("%Y-%m-%dT%H:%M:%S") + (f".{v.microsecond // 1000:03d}" if v.microsecond else "") + "Z"
+                for v in stored]
+        assert [st["minValues"]["at"], st["maxValues"]["at"]] == want
+        assert want[1] == ("2020-01-01T00:00:01Z" if unit == "s" else "2020-01-01T00:00:01.999Z")
+    else:  # floor of 58.0015 s before the epoch; ceiling of 1.999001 s
+        assert st["minValues"]["at"] == "1969-12-31T23:59:58.001Z"
+        assert st["maxValues"]["at"] == "2020-01-01T00:00:02Z"
 
 
 @pytest.mark.parametrize("uri", ["s3://bucket/warm/t", "memory://x"])
-def test_object_stores_keep_delta_rs_writer(uri: str) -> None:
+def test_only_local_paths_take_the_arrow_written_path(uri: str) -> None:
     from lifecycle.warm_files import local_path
 
     assert local_path(uri) is None and local_path("/data/warm/t") == "/data/warm/t"
