@@ -291,3 +291,64 @@ def test_hoisted_kwargs_getters_equal_gx_own_on_every_demo_expectation() -> None
                             {"result_format": {"result_format": "SUMMARY", "partial_unexpected_count": 0}}):
                 assert exp._get_runtime_kwargs(runtime) == gx_runtime(exp, runtime)
     assert len(seen) >= 8  # the demo suites use many expectation types: the comparison covers them
+
+
+def _utbetalning_page(start: int, bad: bool) -> Any:
+    import datetime as dt
+
+    import pyarrow as pa
+
+    n = 40
+    ids = list(range(start, start + n))
+    brutto = [1000 + i for i in ids]
+    skatt = [300] * n
+    netto = [b - 300 for b in brutto]
+    status = ["UTBETALD"] * n
+    andrad: list[Any] = [dt.datetime(2025, 1, 1, tzinfo=dt.UTC)] * n
+    avser_from = [dt.date(2025, 1, 1)] * n
+    if bad:  # one failure of each kind, on different rows
+        brutto[1], netto[1] = -5, -305
+        netto[2] += 1
+        status[3] = "OKAND"
+        andrad[4] = None
+        ids[6] = ids[5]
+        avser_from[7] = dt.date(2025, 3, 1)
+    return pa.table({"utbetalning_id": ids, "beslut_id": ids, "individ_id": ids, "utbetald": [dt.date(2025, 1, 5)] * n,
+                     "avser_from": avser_from, "avser_tom": [dt.date(2025, 1, 31)] * n, "brutto_sek": brutto,
+                     "skatt_sek": skatt, "netto_sek": netto, "konto": ["30001234567"] * n, "status": status,
+                     "andrad": pa.array(andrad, pa.timestamp("us", tz="UTC"))})
+
+
+def test_memoised_dependency_graphs_give_gx_own_results_page_by_page() -> None:
+    """Fix 7 of quality/gx.py builds each suite's metric graph once per run: every page's verdicts, counts,
+    quarantined rows and stored result must equal those of GX building it afresh."""
+    import pyarrow as pa
+
+    from quality.gx import runner
+    from quality.gx_gate import GXGate
+
+    ds = load(REPO / "zones.yaml").dataset("utbetalning")
+    pages = [_utbetalning_page(1, False), _utbetalning_page(41, True), _utbetalning_page(81, False),
+             _utbetalning_page(121, True)]
+    r = runner()
+    seen: list[list[Any]] = []
+    try:
+        for memoise in (True, False):
+            r.memoise = memoise
+            gate = GXGate("memo", ds)
+            out = []
+            for t in pages:
+                o = gate.check(t, bad_type=pa.array([False] * t.num_rows), dataset=ds)
+                assert o.result is not None
+                stored = {k: o.result[k] for k in ("success", "statistics", "results")}  # not the run's time
+                out.append((o.checks, sorted(o.rejected.column("utbetalning_id").to_pylist()),
+                            o.reasons.to_pylist(), json.dumps(stored, sort_keys=True, default=str)))
+            seen.append(out)
+            if memoise:  # one graph for the suite, one for the quarantine re-run of the failed checks
+                assert len(r._graphs[gate.table]) == 2
+    finally:
+        r.memoise = True
+    assert seen[0] == seen[1]
+    bad = seen[0][1]
+    assert bad[1] == [42, 43, 44, 45, 46, 46, 48]  # the failing rows of page 2 went to quarantine
+    assert seen[0][0][1] == [] and seen[0][2][1] == []  # the clean pages after a bad one stay clean
