@@ -13,12 +13,13 @@ big-endian value index || 4-byte block counter starting at 0, so no counter bloc
 seals < 2**32 values. Layout: 0x01 || iv(16) || ct || tag(16), with tag = HMAC-SHA-256(mac_key, 0x01 || iv ||
 len(aad) as 8 bytes BE || aad || ct)[:16]. Sealed values are self-contained: any subset, in any order, unseals.
 
-Nothing loops over rows in Python: canonical text uses Arrow casts; HMAC-SHA-256 runs in Rust over the Arrow buffers
-(polars-hash), keyed with the secret's lowercase hex text (the plugin takes text keys; 64 ASCII bytes, one SHA-256
-block, 256 bits of entropy — ``hmac.new(key.hex().encode(), msg, sha256)`` reproduces every value); the CTR
-keystream for all values comes from ONE AES-ECB call over counter blocks built with numpy and is XORed onto the
-concatenated plaintext bytes (offsets arithmetic, a strided view when all values have one length); per-value framing
-(join, slice, compare) uses Arrow kernels.
+Nothing loops over rows in Python: canonical text uses Arrow casts; HMAC-SHA-256 runs over the Arrow buffers in C
+(:mod:`lifecycle.fasthmac`; SHA-NI when present) or, if that kernel was not built, in Rust (polars-hash), keyed with the
+secret's lowercase hex text (the plugin takes text keys; 64 ASCII bytes, one SHA-256 block, 256 bits of entropy —
+``hmac.new(key.hex().encode(), msg, sha256)`` reproduces every value); the CTR keystream for all values comes from ONE
+AES-ECB call over counter blocks built with numpy and is XORed onto the concatenated plaintext bytes (offsets
+arithmetic, a strided view when all values have one length); per-value framing (join, slice, compare) uses Arrow
+kernels.
 """
 
 from __future__ import annotations
@@ -114,11 +115,16 @@ def pseudonymise(arr: ArrowArray, key: bytes) -> ArrowArray:
 
 
 def _hmac_hex(values: pa.Array, key: bytes) -> pa.Array:
-    """HMAC-SHA-256 of every value (string or binary) in Rust (polars-hash; the SHA-NI-capable sha2 crate).
+    """HMAC-SHA-256 of every value (string or binary): the C kernel (:mod:`lifecycle.fasthmac`), else polars-hash.
 
-    The plugin takes its key as text, so the HMAC key K is the secret's lowercase hex (64 ASCII bytes = one
-    SHA-256 block, 256 bits of entropy): ``hmac.new(key.hex().encode(), msg, sha256)`` reproduces it.
+    The HMAC key K is the secret's lowercase hex (64 ASCII bytes = one SHA-256 block, 256 bits of entropy; the
+    polars-hash plugin takes text keys): ``hmac.new(key.hex().encode(), msg, sha256)`` reproduces it.
     """
+    from lifecycle import fasthmac
+
+    native = fasthmac.hmac_hex(values, key.hex().encode())
+    if native is not None:
+        return native
     import polars as pl
     import polars_hash  # noqa: F401  (registers the .chash namespace)
 

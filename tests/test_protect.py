@@ -338,3 +338,38 @@ def test_siv_seal_follows_aes_ctr_exactly_on_every_keystream_path(values: list[s
         iv[12] &= 0x7F
         ctr = Cipher(algorithms.AES(enc_key), modes.CTR(bytes(iv))).encryptor()
         assert blob == b"\x02" + ctr.update(value.encode()) + ctr.finalize()
+
+
+def _py_hmac_hex(key: bytes, values: list[bytes | None]) -> list[str | None]:
+    return [None if v is None else hmac.new(key, v, hashlib.sha256).hexdigest() for v in values]
+
+
+def test_native_hmac_kernel_equals_python_hmac_on_both_paths_and_polars_hash() -> None:
+    """The C kernel (SHA-NI and portable C, paired and single values, every padding boundary, long keys, nulls,
+    sliced arrays) gives Python's hmac bytes, and so does the polars-hash fallback."""
+    from lifecycle import fasthmac
+    from lifecycle.protect import _hmac_hex
+
+    assert fasthmac.available(), "the C kernel was not built by the install (hatch_build.py)"
+    rng = random.Random(7)
+    lengths = [*range(0, 130), 183, 184, 1000, 55, 56, 55, 0, 64, 55]  # pairs straddle the one-block limit
+    values: list[bytes | None] = [bytes(rng.getrandbits(8) for _ in range(n)) for n in lengths]
+    values[5] = values[77] = None
+    arr = pa.array(values, pa.binary())
+    for key in (os.urandom(32).hex().encode(), b"k", os.urandom(64), os.urandom(65), os.urandom(300)):
+        want = _py_hmac_hex(key, values)
+        for portable in (False, True):
+            got = fasthmac.hmac_hex(arr, key, portable=portable)
+            assert got is not None and got.to_pylist() == want, (len(key), portable)
+            sliced = fasthmac.hmac_hex(arr.slice(3, 100), key, portable=portable)
+            assert sliced is not None and sliced.to_pylist() == want[3:103]
+    text = pa.array(["199001011234", None, "ÅÄÖ-konto", ""] * 3, pa.large_string())
+    key = os.urandom(32)
+    want = _py_hmac_hex(key.hex().encode(), [None if v is None else v.encode() for v in text.to_pylist()])
+    assert _hmac_hex(text, key).to_pylist() == want
+    os.environ["DATAZONES_NATIVE_HMAC"] = "0"  # the polars-hash fallback: same bytes
+    try:
+        assert not fasthmac.available()
+        assert _hmac_hex(text, key).to_pylist() == want
+    finally:
+        del os.environ["DATAZONES_NATIVE_HMAC"]
