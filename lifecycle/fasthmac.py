@@ -31,6 +31,9 @@ def _load() -> ctypes.CDLL | None:
             lib.dz_hmac_sha256_hex.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                                                ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
             lib.dz_has_sha_ni.restype = ctypes.c_int
+            lib.dz_hex_prefix.restype = ctypes.c_int
+            lib.dz_hex_prefix.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                                          ctypes.c_void_p]
             _lib = lib
     return _lib
 
@@ -72,3 +75,20 @@ def hmac_hex(values: pa.Array, key: bytes, *, portable: bool = False) -> pa.Arra
                     pa.array(values.is_valid().to_numpy(zero_copy_only=False)).buffers()[1])
     return pa.Array.from_buffers(pa.string(), n, [validity, pa.py_buffer(np.arange(n + 1, dtype=np.int32) * 64),
                                                   pa.py_buffer(out[: n * 64])], null_count=values.null_count)
+
+
+def hex_prefix(digits: np.ndarray, nbytes: int) -> np.ndarray | None:
+    """Decode the first ``nbytes`` bytes of each row of an (n, 64) uint8 matrix of lowercase hex digits, or None
+    when the kernel is unavailable. Raises on a non-hex digit."""
+    if not available():
+        return None
+    lib = _load()
+    assert lib is not None
+    digits = np.ascontiguousarray(digits, dtype=np.uint8)
+    n, width = digits.shape
+    if 2 * nbytes > width:
+        raise ValueError("hex_prefix: rows are shorter than the prefix")
+    out = np.empty((n, nbytes), np.uint8)
+    if n and lib.dz_hex_prefix(digits.ctypes.data, n, width, nbytes, out.ctypes.data):
+        raise ValueError("hex_prefix: not lowercase hex")
+    return out

@@ -13,6 +13,7 @@
  *   out:     n * 64 bytes, lowercase hex of each MAC
  *   mode:    0 = best available, 1 = portable C only (tests compare both)
  * dz_has_sha_ni() -> 1 when the SHA-NI path is used by mode 0
+ * dz_hex_prefix(hex, n, stride, nbytes, out) -> 0: the first nbytes bytes encoded by each of n hex strings
  */
 #include <stdint.h>
 #include <string.h>
@@ -271,6 +272,33 @@ int dz_hmac_sha256_hex(const uint8_t *key, int64_t key_len, const int64_t *offse
         int64_t lo = offsets[i], hi = offsets[i + 1];
         if (hi < lo) return 2;
         hmac_one(f, istate, ostate, data + lo, hi - lo, out + 64 * i);
+    }
+    return 0;
+}
+
+/* hex digit value, -1 for anything but 0-9 a-f (a table: branches on random digits mispredict) */
+static const int8_t HEXVAL[256] = {
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, 10, 11, 12, 13, 14, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
+
+/* The first nbytes bytes encoded by each of n lowercase hex strings laid out every `stride` bytes (a pseudonym
+ * column: 64 hex digits per value), into out[n * nbytes]. Returns 1 at the first non-hex digit. */
+int dz_hex_prefix(const uint8_t *hex, int64_t n, int64_t stride, int64_t nbytes, uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *h = hex + i * stride;
+        uint8_t *o = out + i * nbytes;
+        for (int64_t j = 0; j < nbytes; j++) {
+            int hi = HEXVAL[h[2 * j]], lo = HEXVAL[h[2 * j + 1]];
+            if ((hi | lo) < 0) return 1;
+            o[j] = (uint8_t)(hi << 4 | lo);
+        }
     }
     return 0;
 }

@@ -149,6 +149,11 @@ def _hex_prefix(hexes: pa.Array, nbytes: int) -> U8:
     """The first ``nbytes`` bytes encoded by each (null-free, lowercase) hex string, as an (n, nbytes) matrix."""
     off, data = _values(hexes)
     if len(off) > 1 and int(off[-1]) == 64 * (len(off) - 1) and bool((np.diff(off) == 64).all()):
+        from lifecycle import fasthmac
+
+        native = fasthmac.hex_prefix(data.reshape(-1, 64), nbytes)
+        if native is not None:
+            return native
         pairs = data.reshape(-1, 64).view("<u2")  # full digests: a strided view, no index matrix
         return _LUT16[pairs[:, :nbytes]]
     idx = off[:-1, None] + 2 * np.arange(nbytes)[None, :]

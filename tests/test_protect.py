@@ -373,3 +373,16 @@ def test_native_hmac_kernel_equals_python_hmac_on_both_paths_and_polars_hash() -
         assert _hmac_hex(text, key).to_pylist() == want
     finally:
         del os.environ["DATAZONES_NATIVE_HMAC"]
+
+
+def test_native_hex_prefix_equals_bytes_fromhex_and_refuses_non_hex() -> None:
+    from lifecycle import fasthmac
+
+    rows = [os.urandom(32).hex() for _ in range(50)]
+    digits = np.frombuffer("".join(rows).encode(), np.uint8).reshape(-1, 64)
+    got = fasthmac.hex_prefix(digits, 16)
+    assert got is not None and [bytes(r) for r in got] == [bytes.fromhex(r[:32]) for r in rows]
+    bad = digits.copy()
+    bad[7, 3] = ord("G")
+    with pytest.raises(ValueError, match="hex"):
+        fasthmac.hex_prefix(bad, 16)
