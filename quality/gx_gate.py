@@ -11,7 +11,6 @@ The rows SQLite could not read as their declared type (``bad_type``) are a contr
 
 from __future__ import annotations
 
-import copy
 import threading
 from datetime import date
 from typing import Any
@@ -151,8 +150,9 @@ class GXGate:
         return bool(set(spec.columns) & self.personal)
 
     def _scrub(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Keep counts, verdicts and configuration; drop every value GX copied from the data."""
-        out = copy.deepcopy(result)
+        """Keep counts, verdicts and configuration; drop every value GX copied from the data. ``result`` is a fresh
+        ``to_json_dict()`` of this page's validation: it is scrubbed in place."""
+        out = result
         for x in out.get("results", []):
             i = int(x["expectation_config"]["meta"]["dz"])
             spec = self.suite.specs[i]
