@@ -25,7 +25,9 @@ from zones.personnummer import is_valid, luhn_check_digit
 
 __all__ = ["COLUMNS", "EXCLUDED_DATES", "SQL_DIR", "TABLES", "churn", "create_schema", "personnummer_pool", "seed"]
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_CHECKOUT_SQL = Path(__file__).resolve().parent.parent / "sql"
+# a checkout's sql/, else the copy an installed wheel carries (pyproject.toml: force-include)
+SQL_DIR = _CHECKOUT_SQL if _CHECKOUT_SQL.is_dir() else Path(__file__).resolve().parent / "_sql"
 COLUMNS: dict[str, tuple[str, ...]] = {t: tuple(cols.split()) for t, cols in {
     "individ": "individ_id personnummer id_typ fornamn efternamn fodelsear kon kommunkod skyddad_identitet andrad",
     "arende": "arende_id individ_id forman inkommit period_from period_tom kanal status avslutat andrad",

@@ -57,3 +57,18 @@ def test_the_compose_environment_loads_as_a_valid_config() -> None:
     assert project.zone_uri("warm") == "s3://warm" and project.zone_uri("cold") == "s3://cold"
     assert project.storage_options("warm") == {"aws_endpoint_url": "http://minio:9000", "aws_allow_http": "true",
                                                "aws_region": "us-east-1", "aws_conditional_put": "etag"}
+
+
+def test_dockerfile_copies_everything_the_wheel_build_reads() -> None:
+    """The image builds the wheel: every package, the build hook (C kernel) and force-included data must be there."""
+    import tomllib
+
+    wheel = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    needed = {*wheel["packages"], wheel["hooks"]["custom"]["path"], *wheel.get("force-include", {})}
+    copied: set[str] = set()
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        parts = line.split()
+        if parts[:1] == ["COPY"] and not any(p.startswith("--from") for p in parts):
+            copied.update(parts[1:-1])
+    assert needed <= copied, f"the Dockerfile does not copy {sorted(needed - copied)}"
+    assert "gcc" in (REPO / "Dockerfile").read_text()  # the kernel needs a compiler in the build stage
