@@ -22,6 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -88,12 +89,29 @@ def _partitions(t: pa.Table, by: list[str] | None) -> list[tuple[dict[str, str |
         raise ValueError("warm tables are partitioned by one column")
     name = by[0]
     col = t.column(name)
+    runs = _sorted_runs(col)
+    if runs is not None:  # rows already in partition order (the usual case): zero-copy slices, no filters
+        return [({name: None if v is None else str(v)}, t.slice(lo, hi - lo).drop_columns([name]))
+                for v, lo, hi in runs]
     out = []
     for v in pc.unique(col).to_pylist():
         mask = pc.is_null(col) if v is None else pc.fill_null(pc.equal(col, pa.scalar(v, col.type)), False)
         part = t.filter(mask).drop_columns([name])
         out.append(({name: None if v is None else str(v)}, part))
     return out
+
+
+def _sorted_runs(col: pa.ChunkedArray) -> list[tuple[Any, int, int]] | None:
+    """(value, start, stop) of each partition when a null-free integer partition column never decreases (pages
+    are read in key order, and the business period mostly grows with the key); None otherwise."""
+    if col.null_count or not pa.types.is_integer(col.type) or len(col) == 0:
+        return None
+    v = col.to_numpy()
+    if len(v) > 1 and not bool((v[1:] >= v[:-1]).all()):
+        return None
+    starts = [0, *(np.flatnonzero(v[1:] != v[:-1]) + 1).tolist()]
+    stops = [*starts[1:], len(v)]
+    return [(int(v[a]), a, b) for a, b in zip(starts, stops, strict=True)]
 
 
 def write_files(path: str, t: pa.Table, *, partition_by: list[str] | None, opaque: list[str],

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
@@ -129,3 +130,25 @@ def test_first_append_creates_an_unpartitioned_table_in_a_new_folder(tmp_path: P
     data = batch(0, 1000).drop_columns(["_dz_period"])
     assert warm.append(data, partition_by=None, app_id="a", seq=1, meta={}) == 0
     assert DeltaTable(str(tmp_path / "new" / "t")).to_pyarrow_table().sort_by("id").equals(data)
+
+
+def test_partition_split_slices_ordered_pages_and_filters_the_rest() -> None:
+    """Pages whose period never decreases are split by zero-copy slices; any other page by filters: same parts."""
+    from lifecycle.warm_files import _partitions, _sorted_runs
+
+    ordered = batch(0, 3000).sort_by("_dz_period")
+    shuffled = ordered.take(pa.array(np.random.default_rng(1).permutation(ordered.num_rows)))
+    assert _sorted_runs(ordered.column("_dz_period")) is not None
+    assert _sorted_runs(shuffled.column("_dz_period")) is None
+
+    def parts(t: pa.Table) -> dict[str, pa.Table]:
+        return {v["_dz_period"]: p.sort_by("id") for v, p in _partitions(t, ["_dz_period"])}
+
+    a, b = parts(ordered), parts(shuffled)
+    assert a.keys() == b.keys() and len(a) > 5
+    assert all(a[k].equals(b[k]) and "_dz_period" not in a[k].column_names for k in a)
+    assert sum(p.num_rows for p in a.values()) == ordered.num_rows
+    with_null = ordered.set_column(ordered.schema.get_field_index("_dz_period"), "_dz_period",
+                                   pa.array([None, *ordered.column("_dz_period").to_pylist()[1:]], pa.int32()))
+    assert _sorted_runs(with_null.column("_dz_period")) is None
+    assert None in {v["_dz_period"] for v, _ in _partitions(with_null, ["_dz_period"])}
