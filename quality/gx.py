@@ -54,6 +54,7 @@ from quality.suites import Spec, gx_value
 ROW = "_dz_row"
 _lock = threading.Lock()
 _runner: GXRunner | None = None
+_GRAPH_MEMO_SIZE = 16
 _graph_memo: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("dz_graph_memo", default=None)
 log = logging.getLogger("datazones.quality")
 
@@ -140,6 +141,8 @@ def _memoise_graphs() -> None:
                           [c.to_json_dict() for c in expectation_configurations]], sort_keys=True, default=str)
         hit = memo.get(key)
         if hit is None:
+            if len(memo) >= _GRAPH_MEMO_SIZE:  # quarantine re-runs key on which checks failed: keep it bounded
+                memo.clear()
             hit = memo[key] = build(self, expectation_configurations, [], catch_exceptions, runtime_configuration)
         graphs, evrs, processed = hit
         processed_configurations.extend(processed)
