@@ -173,3 +173,23 @@ def test_validate_live_names_missing_column_and_line(tmp_path: Path) -> None:
     assert len(errors) == 1 and "'kontonr' does not exist in hot table 'utbetalning'" in errors[0].message
     assert errors[0].key_path == "datasets.utbetalning.columns.kontonr" and ":" in errors[0].where
     assert any("'konto'" in f.message and f.level == "warning" for f in findings)
+
+
+def test_validate_live_warns_when_no_index_leads_with_the_watermark(backend: dict[str, str], tmp_path: Path) -> None:
+    """Without an index on the watermark every incremental run scans the hot table: validate says so, with the fix."""
+    from zones.validate import Finding, validate_live
+
+    project = seeded_project(backend, tmp_path, datasets=["utbetalning", "beslut"])
+
+    def watermark_warnings() -> list[Finding]:
+        return [f for f in validate_live(project) if f.key_path.endswith(".watermark")]
+
+    assert watermark_warnings() == []  # the demo DDL indexes (andrad, <key>) on every table
+    eng = make_engine(project.hot_url)
+    with eng.begin() as c:
+        c.exec_driver_sql("DROP INDEX utbetalning_andrad_idx")
+    eng.dispose()
+    found = watermark_warnings()
+    assert len(found) == 1 and found[0].level == "warning"
+    assert found[0].key_path == "datasets.utbetalning.watermark" and "'andrad'" in found[0].message
+    assert '("andrad", "utbetalning_id")' in found[0].fix or "(andrad, utbetalning_id)" in found[0].fix

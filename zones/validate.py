@@ -58,6 +58,26 @@ def validate_live(project: Project) -> list[Finding]:
                         f"hot column {col!r} ({hot.sql_types[col]}) is not declared; on_new_column="
                         f"{ds.on_new_column} — it will be {'added raw' if ds.on_new_column == 'add' else 'skipped'}",
                         f"declare `{col}:` with its personal-data class and warm policy"))
+            schema = ds.schema_ or project.config.hot.schema_
+            if ds.watermark in hot.columns and not _leads_an_index(engine, ds.table, schema, ds.watermark):
+                q = engine.dialect.identifier_preparer.quote
+                table = f"{q(schema)}.{q(ds.table)}" if schema else q(ds.table)
+                cols = ", ".join(q(c) for c in (ds.watermark, *ds.primary_key))
+                findings.append(Finding(
+                    "warning", f"{file}:{project.line_of(*base, 'watermark')}", f"datasets.{name}.watermark",
+                    f"no index of hot table {ds.table!r} starts with the watermark column {ds.watermark!r}: every "
+                    "incremental promotion reads the whole table to find the changed rows",
+                    f"CREATE INDEX {q(ds.table + '_' + ds.watermark + '_idx')} ON {table} ({cols})"))
     finally:
         engine.dispose()
     return findings
+
+
+def _leads_an_index(engine: sa.Engine, table: str, schema: str | None, column: str) -> bool:
+    """Whether an index, the primary key or a unique constraint of ``table`` has ``column`` first."""
+    insp = sa.inspect(engine)
+    cols: list[list[str | None]] = [list(ix["column_names"]) for ix in insp.get_indexes(table, schema=schema)]
+    cols.append(list(insp.get_pk_constraint(table, schema=schema).get("constrained_columns") or []))
+    cols += [list(u["column_names"]) for u in insp.get_unique_constraints(table, schema=schema)]
+    firsts = {c[0] for c in cols if c}
+    return column in firsts
