@@ -216,6 +216,15 @@ static void hmac_one(compress_fn f, const uint32_t istate[8], const uint32_t ost
     to_hex(st, out);
 }
 
+/* Zero key material on the stack before returning (a volatile store the compiler may not drop). */
+static void wipe(void *p, size_t n) {
+    volatile uint8_t *v = (volatile uint8_t *)p;
+    while (n--) *v++ = 0;
+}
+
+static int hmac_all(compress_fn f, const uint32_t istate[8], const uint32_t ostate[8], const int64_t *offsets,
+                    const uint8_t *data, int64_t n, uint8_t *out);
+
 int dz_hmac_sha256_hex(const uint8_t *key, int64_t key_len, const int64_t *offsets, const uint8_t *data,
                        int64_t n, uint8_t *out, int mode) {
     compress_fn f = compress_c;
@@ -229,16 +238,27 @@ int dz_hmac_sha256_hex(const uint8_t *key, int64_t key_len, const int64_t *offse
         uint32_t st[8];
         memcpy(st, IV256, sizeof st);
         finish(f, st, 0, key, (uint64_t)key_len, k);
+        wipe(st, sizeof st);
     } else {
         memcpy(k, key, (size_t)key_len);
     }
-    uint32_t istate[8], ostate[8];
+    uint32_t istate[8], ostate[8]; /* key-equivalent: they are wiped with k and pad */
     memcpy(istate, IV256, sizeof istate);
     memcpy(ostate, IV256, sizeof ostate);
     for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x36;
     f(istate, pad);
     for (int i = 0; i < 64; i++) pad[i] = k[i] ^ 0x5c;
     f(ostate, pad);
+    int rc = hmac_all(f, istate, ostate, offsets, data, n, out);
+    wipe(k, sizeof k);
+    wipe(pad, sizeof pad);
+    wipe(istate, sizeof istate);
+    wipe(ostate, sizeof ostate);
+    return rc;
+}
+
+static int hmac_all(compress_fn f, const uint32_t istate[8], const uint32_t ostate[8], const int64_t *offsets,
+                    const uint8_t *data, int64_t n, uint8_t *out) {
     int64_t i = 0;
 #ifdef DZ_X86
     if (f == compress_ni) { /* two values at a time while both fit one block (<= 55 bytes: every identifier) */
