@@ -5,8 +5,8 @@ Arrow take a fraction of that. Each extracted batch is staged as a DuckDB table 
 rows) and validated through an ordinary GX SQL datasource, so expectations keep their GX semantics, results and
 Data Docs.
 
-GX 1.24 does not run on DuckDB out of the box; four small, targeted fixes make it work, and a fifth keeps it fast
-(see ``../shared/integration-notes.md``):
+GX 1.24 does not run on DuckDB out of the box; four small, targeted fixes make it work, and three more keep it
+fast (see ``../shared/integration-notes.md``):
 
 1. ``MetricResolutionError: list index out of range``: GX closes the connection before it fetches results, and
    duckdb-engine drops a result when its connection goes back to the pool. DuckDB joins GX's
@@ -222,7 +222,7 @@ class GXRunner:
         self._live: dict[str, Any] = {}
         self._inspector: Any = None
         self._graphs: dict[str, dict[str, Any]] = {}  # fix 7, per staged table: cleared with its schema
-        self.memoise = True
+        self.memoise = True  # fix 7 on; the equivalence test turns it off to get GX's own graph building
         self.engine.get_inspector = self._get_inspector  # type: ignore[method-assign]  # fix 5 (docstring)
         self.lock = threading.Lock()
 
