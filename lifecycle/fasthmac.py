@@ -70,9 +70,8 @@ def hmac_hex(values: pa.Array, key: bytes, *, portable: bool = False) -> pa.Arra
     if rc != 0:
         raise ValueError(f"hmac_hex: malformed array offsets (kernel error {rc})")
     validity = None
-    if values.null_count:
-        validity = (bufs[0] if values.offset == 0 else
-                    pa.array(values.is_valid().to_numpy(zero_copy_only=False)).buffers()[1])
+    if values.null_count:  # is_valid() is a fresh bitmap from bit 0; the array's own one only without an offset
+        validity = bufs[0] if values.offset == 0 else values.is_valid().buffers()[1]
     return pa.Array.from_buffers(pa.string(), n, [validity, pa.py_buffer(np.arange(n + 1, dtype=np.int32) * 64),
                                                   pa.py_buffer(out[: n * 64])], null_count=values.null_count)
 

@@ -344,7 +344,7 @@ def _py_hmac_hex(key: bytes, values: list[bytes | None]) -> list[str | None]:
     return [None if v is None else hmac.new(key, v, hashlib.sha256).hexdigest() for v in values]
 
 
-def test_native_hmac_kernel_equals_python_hmac_on_both_paths_and_polars_hash() -> None:
+def test_native_hmac_kernel_equals_python_hmac_on_both_paths_and_polars_hash(monkeypatch: pytest.MonkeyPatch) -> None:
     """The C kernel (SHA-NI and portable C, paired and single values, every padding boundary, long keys, nulls,
     sliced arrays) gives Python's hmac bytes, and so does the polars-hash fallback."""
     import shutil
@@ -371,12 +371,9 @@ def test_native_hmac_kernel_equals_python_hmac_on_both_paths_and_polars_hash() -
     key = os.urandom(32)
     want = _py_hmac_hex(key.hex().encode(), [None if v is None else v.encode() for v in text.to_pylist()])
     assert _hmac_hex(text, key).to_pylist() == want
-    os.environ["DATAZONES_NATIVE_HMAC"] = "0"  # the polars-hash fallback: same bytes
-    try:
-        assert not fasthmac.available()
-        assert _hmac_hex(text, key).to_pylist() == want
-    finally:
-        del os.environ["DATAZONES_NATIVE_HMAC"]
+    monkeypatch.setenv("DATAZONES_NATIVE_HMAC", "0")  # the polars-hash fallback: same bytes
+    assert not fasthmac.available()
+    assert _hmac_hex(text, key).to_pylist() == want
 
 
 def test_native_hex_prefix_equals_bytes_fromhex_and_refuses_non_hex() -> None:
@@ -393,3 +390,17 @@ def test_native_hex_prefix_equals_bytes_fromhex_and_refuses_non_hex() -> None:
     bad[7, 3] = ord("G")
     with pytest.raises(ValueError, match="hex"):
         fasthmac.hex_prefix(bad, 16)
+
+
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_hex_prefix_decodes_full_digests_and_uneven_strings_with_and_without_the_kernel(
+        native: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both decoders of _hex_prefix (the kernel's, numpy's two-digit table) on both input shapes."""
+    from lifecycle.protect import _hex_prefix
+
+    monkeypatch.setenv("DATAZONES_NATIVE_HMAC", native)
+    digests = [os.urandom(32).hex() for _ in range(40)]
+    uneven = [os.urandom(16 + i % 5).hex() for i in range(40)]
+    for rows in (digests, uneven):
+        got = _hex_prefix(pa.array(rows, pa.string()), 16)
+        assert [bytes(r) for r in got] == [bytes.fromhex(r[:32]) for r in rows]

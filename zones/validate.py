@@ -36,6 +36,7 @@ def validate_live(project: Project) -> list[Finding]:
                         f"cannot connect to the hot store: {type(exc).__name__}",
                         "check DATAZONES__HOT__URL / hot.url and that the database is running")]
     try:
+        insp = sa.inspect(engine)
         for name, ds in project.config.datasets.items():
             base = ("datasets", name)
             try:
@@ -59,7 +60,7 @@ def validate_live(project: Project) -> list[Finding]:
                         f"{ds.on_new_column} — it will be {'added raw' if ds.on_new_column == 'add' else 'skipped'}",
                         f"declare `{col}:` with its personal-data class and warm policy"))
             schema = ds.schema_ or project.config.hot.schema_
-            if ds.watermark in hot.columns and not _leads_an_index(engine, ds.table, schema, ds.watermark):
+            if ds.watermark in hot.columns and not _leads_an_index(insp, ds.table, schema, ds.watermark):
                 q = engine.dialect.identifier_preparer.quote
                 table = f"{q(schema)}.{q(ds.table)}" if schema else q(ds.table)
                 cols = ", ".join(q(c) for c in (ds.watermark, *ds.primary_key))
@@ -73,9 +74,8 @@ def validate_live(project: Project) -> list[Finding]:
     return findings
 
 
-def _leads_an_index(engine: sa.Engine, table: str, schema: str | None, column: str) -> bool:
+def _leads_an_index(insp: sa.Inspector, table: str, schema: str | None, column: str) -> bool:
     """Whether an index, the primary key or a unique constraint of ``table`` has ``column`` first."""
-    insp = sa.inspect(engine)
     cols: list[list[str | None]] = [list(ix["column_names"]) for ix in insp.get_indexes(table, schema=schema)]
     cols.append(list(insp.get_pk_constraint(table, schema=schema).get("constrained_columns") or []))
     cols += [list(u["column_names"]) for u in insp.get_unique_constraints(table, schema=schema)]
