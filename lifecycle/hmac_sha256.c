@@ -14,6 +14,7 @@
  *   mode:    0 = best available, 1 = portable C only (tests compare both)
  * dz_has_sha_ni() -> 1 when the SHA-NI path is used by mode 0
  * dz_hex_prefix(hex, n, stride, nbytes, out) -> 0: the first nbytes bytes encoded by each of n hex strings
+ * dz_xor_keystream(off, data, n, ks, stride, prefix, out) -> 0: CTR values XOR their keystream rows
  */
 #include <stdint.h>
 #include <string.h>
@@ -319,6 +320,26 @@ int dz_hex_prefix(const uint8_t *hex, int64_t n, int64_t stride, int64_t nbytes,
             if ((hi | lo) < 0) return 1;
             o[j] = (uint8_t)(hi << 4 | lo);
         }
+    }
+    return 0;
+}
+
+/* CTR sealing's last step (lifecycle/protect.py `_ctr_xor`, `seal_siv`): value i, data[off[i] .. off[i + 1]],
+ * XORed with the first bytes of its keystream row ks[i * stride ..], written to out - after one `prefix` byte
+ * per value when prefix >= 0 (the SIV format's version byte), so value i lands at out[off[i] + i]. numpy needs a
+ * boolean gather over the whole (n, stride) keystream grid plus a masked scatter for this: ~25 ms per 400k
+ * values against ~2 ms here. Returns 1 if a value is longer than its keystream row or offsets go backwards. */
+int dz_xor_keystream(const int64_t *off, const uint8_t *data, int64_t n, const uint8_t *ks, int64_t stride,
+                     int prefix, uint8_t *out) {
+    const int64_t base = off[0];
+    uint8_t *o = out;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t len = off[i + 1] - off[i];
+        if (len < 0 || len > stride) return 1;
+        if (prefix >= 0) *o++ = (uint8_t)prefix;
+        const uint8_t *d = data + (off[i] - base), *k = ks + i * stride;
+        for (int64_t j = 0; j < len; j++) o[j] = d[j] ^ k[j];
+        o += len;
     }
     return 0;
 }

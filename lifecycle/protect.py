@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from lifecycle import fasthmac
 from zones.errors import IntegrityError, MissingSecretError
 
 __all__ = ["Keys", "canonical_text", "load_keys", "open_sealed", "pseudonymise", "seal", "seal_siv",
@@ -120,8 +121,6 @@ def _hmac_hex(values: pa.Array, key: bytes) -> pa.Array:
     The HMAC key K is the secret's lowercase hex (64 ASCII bytes = one SHA-256 block, 256 bits of entropy; the
     polars-hash plugin takes text keys): ``hmac.new(key.hex().encode(), msg, sha256)`` reproduces it.
     """
-    from lifecycle import fasthmac
-
     native = fasthmac.hmac_hex(values, key.hex().encode())
     if native is not None:
         return native
@@ -149,8 +148,6 @@ def _hex_prefix(hexes: pa.Array, nbytes: int) -> U8:
     """The first ``nbytes`` bytes encoded by each (null-free, lowercase) hex string, as an (n, nbytes) matrix."""
     off, data = _values(hexes)
     if len(off) > 1 and int(off[-1]) == 64 * (len(off) - 1) and bool((np.diff(off) == 64).all()):
-        from lifecycle import fasthmac
-
         native = fasthmac.hex_prefix(data.reshape(-1, 64), nbytes)
         if native is not None:
             return native
@@ -191,8 +188,9 @@ def _ecb(enc_key: bytes, blocks: U8) -> U8:
     return out[: blocks.size]
 
 
-def _ctr_xor(enc_key: bytes, iv: U8, off: I64, data: U8) -> U8:
-    """AES-256-CTR of every value (value i starts at counter block iv[i]) in one ECB call over all blocks."""
+def _ctr_xor(enc_key: bytes, iv: U8, off: I64, data: U8, *, prefix: int | None = None) -> U8:
+    """AES-256-CTR of every value (value i starts at counter block iv[i]) in one ECB call over all blocks; with
+    ``prefix``, each value's ciphertext comes after one ``prefix`` byte (value i then starts at off[i] + i)."""
     lens = np.diff(off)
     n, nb = len(lens), (lens + 15) // 16
     total = int(nb.sum())
@@ -200,7 +198,7 @@ def _ctr_xor(enc_key: bytes, iv: U8, off: I64, data: U8) -> U8:
     if n and int((ctr0.astype(np.int64) + nb).max()) > 2**32:
         raise IntegrityError("a sealed value would wrap its 32-bit block counter")
     if total == 0:  # no values, or only empty ones
-        return data.copy()
+        return _prefixed(data.copy(), off, prefix)
     k = int(nb.max())
     if n * k <= 2 * total:  # short or similar-length values (ids, dates, names): a dense (n, k) grid
         if k == 1:  # one block per value: its counter block is its IV
@@ -212,11 +210,14 @@ def _ctr_xor(enc_key: bytes, iv: U8, off: I64, data: U8) -> U8:
             per_value[:, :, 12:] = ctr.astype(">u4").view(np.uint8).reshape(n, k, 4)  # for the used blocks)
             blocks = per_value.reshape(-1, 16)
         grid = _ecb(enc_key, blocks).reshape(n, k * 16)
+        native = fasthmac.xor_keystream(off, data, grid, prefix)  # the C kernel: no boolean gather, no scatter
+        if native is not None:
+            return native
         if bool((lens == lens[0]).all()):
             ks = grid[:, : lens[0]].ravel()
         else:  # keep the first lens[i] keystream bytes of row i (row-major boolean gather)
             ks = grid[np.arange(k * 16) < lens[:, None]]
-        return data ^ ks
+        return _prefixed(data ^ ks, off, prefix)
     first = np.cumsum(nb) - nb  # long, uneven values (free text): exactly the blocks each value needs
     blocks = np.empty((total, 16), np.uint8)
     blocks[:, :12] = np.repeat(iv[:, :12], nb, axis=0)
@@ -225,7 +226,20 @@ def _ctr_xor(enc_key: bytes, iv: U8, off: I64, data: U8) -> U8:
     ks = _ecb(enc_key, blocks)
     keep = np.repeat(np.tile(np.array([True, False]), n), np.column_stack([lens, nb * 16 - lens]).ravel())
     ks = ks[keep]
-    return data ^ ks
+    return _prefixed(data ^ ks, off, prefix)
+
+
+def _prefixed(ct: U8, off: I64, prefix: int | None) -> U8:
+    """``ct`` (values at ``off``) with one ``prefix`` byte in front of every value; ``ct`` itself without one."""
+    if prefix is None:
+        return ct
+    out_off = off + np.arange(len(off), dtype=np.int64)
+    head = np.zeros(len(ct) + len(off) - 1, bool)
+    head[out_off[:-1]] = True
+    out = np.empty(len(head), np.uint8)
+    out[head] = prefix
+    out[~head] = ct
+    return out
 
 
 def _tags(mac_key: bytes, aad: bytes, head: pa.Array, ct: pa.Array) -> pa.Array:
@@ -324,14 +338,8 @@ def seal_siv(arr: ArrowArray, pseudonyms: ArrowArray, key: bytes) -> pa.BinaryAr
     def core(t: pa.Array, pos: I64) -> pa.Array:
         off, data = _values(t)
         iv = _siv_iv(ivs if len(pos) == len(ivs) else ivs.take(pa.array(pos)))
-        ct = _ctr_xor(enc_key, iv, off, data)
-        out_off = off + np.arange(len(off), dtype=np.int64)  # each value gains its version byte in front
-        head = np.zeros(len(ct) + len(t), bool)
-        head[out_off[:-1]] = True
-        out = np.empty(len(head), np.uint8)
-        out[head] = SIV_VERSION
-        out[~head] = ct
-        return _binary(out_off, out, pa.binary())
+        out = _ctr_xor(enc_key, iv, off, data, prefix=SIV_VERSION)  # each value gains its version byte in front
+        return _binary(off + np.arange(len(off), dtype=np.int64), out, pa.binary())
 
     return _null_safe(text, core)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lifecycle.protect import Keys, pseudonymise, seal, seal_siv
+from lifecycle.protect import Keys, canonical_text, pseudonymise, seal, seal_siv
 from zones.errors import ConfigError, SchemaChangeError
 from zones.hot import HotTable
 from zones.model import Column, Dataset
@@ -120,6 +120,11 @@ def crypto_columns(plans: list[ColumnPlan]) -> list[str]:
     return out + [p.name + SEALED_SUFFIX for p in plans if p.sealed]
 
 
+def dense_columns(ds: Dataset) -> list[str]:
+    """Columns with nearly every value distinct (the key, the watermark): written without a Parquet dictionary."""
+    return list(dict.fromkeys([*ds.primary_key, ds.watermark]))
+
+
 def to_warm(ds_name: str, ds: Dataset, plans: list[ColumnPlan], data: pa.Table, keys: Keys,
             batch_id: str) -> pa.Table:
     """Apply the warm policy of every column to a (gate-passed) hot batch."""
@@ -129,6 +134,8 @@ def to_warm(ds_name: str, ds: Dataset, plans: list[ColumnPlan], data: pa.Table, 
         if p.policy == "keep":
             out[p.name] = col
         elif p.policy == "pseudonymise":
+            if p.sealed:  # both need the canonical text: make it once (identity for strings, a cast otherwise)
+                col = canonical_text(col)
             out[p.name] = pseudonymise(col, keys.pseudonym_key)
         elif p.policy == "generalise":
             assert p.column is not None and p.column.generalise is not None

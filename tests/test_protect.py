@@ -152,8 +152,11 @@ def test_unseal_subset_in_shuffled_order() -> None:
     assert unseal(seal(sliced_input, SEAL_KEY, aad=AAD), SEAL_KEY, aad=AAD).to_pylist() == values[10:40]
 
 
-def test_seal_follows_aes_ctr_hmac_construction_exactly() -> None:
-    """Recompute every byte with cryptography + hmac: HKDF labels, IV layout, CTR, tag input, truncation."""
+@pytest.mark.parametrize("native", ["1", "0"], ids=["kernel", "numpy"])
+def test_seal_follows_aes_ctr_hmac_construction_exactly(native: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recompute every byte with cryptography + hmac: HKDF labels, IV layout, CTR, tag input, truncation (the
+    keystream applied by the C kernel and by numpy)."""
+    monkeypatch.setenv("DATAZONES_NATIVE_HMAC", native)
     values = ["", "a", "exactly sixteen!", "seventeen bytes!!", "åäö" * 50]
     sealed = seal(pa.array(values), SEAL_KEY, aad=AAD).to_pylist()
     enc_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"datazones/seal/v1/aes-256-ctr").derive(SEAL_KEY)
@@ -325,9 +328,14 @@ def test_mixed_v1_and_v2_columns_open() -> None:
     ["a" * n for n in (17, 20, 31, 32, 33, 5, 48)],  # up to 3 blocks, uneven: the dense grid with a row mask
     ["q" * 4000, "r", "s" * 33, "", "t" * 1000],  # very uneven (free text): exactly the blocks each value needs
 ], ids=["single-block", "dense-grid", "uneven"])
-def test_siv_seal_follows_aes_ctr_exactly_on_every_keystream_path(values: list[str]) -> None:
-    """Recompute every SIV byte with cryptography: 0x02 || AES-256-CTR(K, pseudonym[:16], top counter bit cleared)."""
-    from lifecycle.protect import _hex_prefix, seal_siv
+@pytest.mark.parametrize("native", ["1", "0"], ids=["kernel", "numpy"])
+def test_siv_seal_follows_aes_ctr_exactly_on_every_keystream_path(values: list[str], native: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recompute every SIV byte with cryptography: 0x02 || AES-256-CTR(K, pseudonym[:16], top counter bit cleared),
+    with the keystream applied (and the version bytes placed) by the C kernel and by numpy."""
+    from lifecycle.protect import _hex_prefix, seal_siv, unseal_siv
+
+    monkeypatch.setenv("DATAZONES_NATIVE_HMAC", native)
 
     pseud = pseudonymise(pa.array(values), KEY)
     assert (_hex_prefix(pseud, 32) == np.array([list(bytes.fromhex(p)) for p in pseud.to_pylist()])).all()
@@ -338,6 +346,8 @@ def test_siv_seal_follows_aes_ctr_exactly_on_every_keystream_path(values: list[s
         iv[12] &= 0x7F
         ctr = Cipher(algorithms.AES(enc_key), modes.CTR(bytes(iv))).encryptor()
         assert blob == b"\x02" + ctr.update(value.encode()) + ctr.finalize()
+    keys = Keys(KEY, "k", SEAL_KEY, "s")
+    assert unseal_siv(pa.array(sealed, pa.binary()), pseud, keys).to_pylist() == values
 
 
 def _py_hmac_hex(key: bytes, values: list[bytes | None]) -> list[str | None]:
@@ -390,6 +400,26 @@ def test_native_hex_prefix_equals_bytes_fromhex_and_refuses_non_hex() -> None:
     bad[7, 3] = ord("G")
     with pytest.raises(ValueError, match="hex"):
         fasthmac.hex_prefix(bad, 16)
+
+
+def test_native_keystream_xor_places_values_and_prefixes_and_refuses_overlong_values() -> None:
+    from lifecycle import fasthmac
+
+    if not fasthmac.available():
+        pytest.skip("the C kernel is not built (checked by the HMAC kernel test)")
+    rng = np.random.default_rng(3)
+    lens = [0, 1, 15, 16, 3, 32, 0, 7]
+    off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    data = rng.integers(0, 256, int(off[-1]), dtype=np.uint8)
+    ks = rng.integers(0, 256, (len(lens), 32), dtype=np.uint8)
+    want = [bytes(data[off[i]:off[i + 1]] ^ ks[i, :lens[i]]) for i in range(len(lens))]
+    plain = fasthmac.xor_keystream(off, data, ks)
+    assert plain is not None and [bytes(plain[off[i]:off[i + 1]]) for i in range(len(lens))] == want
+    boxed = fasthmac.xor_keystream(off, data, ks, 0x02)
+    assert boxed is not None and len(boxed) == len(data) + len(lens)
+    assert [bytes(boxed[off[i] + i:off[i + 1] + i + 1]) for i in range(len(lens))] == [b"\x02" + w for w in want]
+    with pytest.raises(ValueError, match="longer than its keystream row"):
+        fasthmac.xor_keystream(off, data, ks[:, :16])
 
 
 @pytest.mark.parametrize("native", ["1", "0"])
