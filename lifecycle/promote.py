@@ -41,7 +41,7 @@ from lifecycle.locks import writer_lock
 from lifecycle.protect import Keys, load_keys
 from lifecycle.quarantine import quarantine_rows, remove_batch
 from lifecycle.report import TransitionReport
-from lifecycle.transform import constant, crypto_columns, needs_seal_key, plan_columns, to_warm
+from lifecycle.transform import constant, crypto_columns, dense_columns, needs_seal_key, plan_columns, to_warm
 from lifecycle.warm import WarmTable
 from quality.gate import Gate, GateOutcome
 from zones.config import Project
@@ -124,7 +124,7 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
     own_ledger = ledger is None
     ledger = ledger or Ledger(project.ledger_url)
     warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"),
-                     opaque_columns=crypto_columns(plans))
+                     opaque_columns=crypto_columns(plans), dense_columns=dense_columns(ds))
     qwarm = WarmTable(project.quarantine_uri(dataset), project.storage_options("warm"))
     gate = gate or default_gate(dataset, ds)
     reader = HotReader(engine, hot, key=list(ds.primary_key), watermark=ds.watermark)

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from lifecycle.ledger import Ledger
 from lifecycle.locks import writer_lock
 from lifecycle.protect import Keys, load_keys, open_sealed
-from lifecycle.transform import constant, crypto_columns, plan_columns, to_warm
+from lifecycle.transform import constant, crypto_columns, dense_columns, plan_columns, to_warm
 from lifecycle.warm import WarmTable
 from quality.gate import Gate
 from zones.config import Project
@@ -127,7 +127,7 @@ def release(project: Project, dataset: str, batch_id: str, *, gate: Gate | None 
         if RAW_COLUMN in passed.column_names:
             passed = passed.drop_columns([RAW_COLUMN])
         warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"),
-                         opaque_columns=crypto_columns(plans))
+                         opaque_columns=crypto_columns(plans), dense_columns=dense_columns(ds))
         qwarm = WarmTable(project.quarantine_uri(dataset), project.storage_options("warm"))
         with writer_lock(ledger.engine, f"warm.{dataset}", wait=True):
             if passed.num_rows:

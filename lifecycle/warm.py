@@ -24,12 +24,14 @@ TABLE_CONFIG = {"delta.enableChangeDataFeed": "true", "delta.appendOnly": "false
 _WIDEN = {(pa.int32(), pa.int64()), (pa.int16(), pa.int64()), (pa.int16(), pa.int32()), (pa.float32(), pa.float64())}
 
 
-def _writer_props(opaque: list[str] | None = None) -> Any:
+def _writer_props(opaque: list[str] | None = None, dense: list[str] | None = None) -> Any:
     """zstd Parquet; pseudonym and ciphertext columns skip dictionary encoding and min/max statistics (random
-    bytes gain nothing from either, and statistics would copy values into the Delta log)."""
+    bytes gain nothing from either, and statistics would copy values into the Delta log); ``dense`` columns (the
+    key and the watermark: nearly every value distinct) skip only the dictionary."""
     from deltalake import ColumnProperties, WriterProperties
 
-    cols = {c: ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE") for c in opaque or []}
+    cols = {c: ColumnProperties(dictionary_enabled=False) for c in dense or []}
+    cols.update({c: ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE") for c in opaque or []})
     return WriterProperties(compression="ZSTD", compression_level=1, column_properties=cols or None)
 
 
@@ -41,9 +43,12 @@ def _commit(app_id: str, seq: int, meta: dict[str, str]) -> Any:
 
 class WarmTable:
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None, *,
-                 opaque_columns: list[str] | None = None) -> None:
+                 opaque_columns: list[str] | None = None, dense_columns: list[str] | None = None) -> None:
         self.uri, self.storage_options = uri, storage_options
         self.opaque_columns = opaque_columns or []
+        # Parquet tries a dictionary on every page of every column and gives up when it outgrows its page (the
+        # key, the watermark): skipping that on dense columns saved ~15 ms of a 400k-row page and made it smaller
+        self.dense_columns = dense_columns or []
         self._table: Any = None
 
     def _dt(self) -> Any:
@@ -107,7 +112,7 @@ class WarmTable:
         write_deltalake(self.uri, data, mode="append", partition_by=partition_by or None,
                         configuration=TABLE_CONFIG, storage_options=self.storage_options,
                         schema_mode="merge" if merge_schema else None, target_file_size=TARGET_FILE_SIZE,
-                        writer_properties=_writer_props(self.opaque_columns),
+                        writer_properties=_writer_props(self.opaque_columns, self.dense_columns),
                         commit_properties=_commit(app_id, seq, meta))
         self.refresh()
         return int(self._dt().version())
@@ -127,7 +132,7 @@ class WarmTable:
         per_row = max(1, data.nbytes // max(1, data.num_rows))
         rows_per_file = max(10_000, int(TARGET_FILE_SIZE * 2.5) // per_row)
         actions = write_files(path, data, partition_by=partition_by, opaque=self.opaque_columns,
-                              rows_per_file=rows_per_file)
+                              dense=self.dense_columns, rows_per_file=rows_per_file)
         if current is None:
             create_table_with_add_actions(self.uri, Schema.from_arrow(data.schema), actions, mode="append",
                                           partition_by=partition_by or None, configuration=TABLE_CONFIG,
@@ -146,7 +151,7 @@ class WarmTable:
             # so only files whose key statistics overlap the changed rows are read and rewritten.
             self._dt().merge(data, on, source_alias="s", target_alias="t", merge_schema=merge_schema,
                              streamed_exec=False,
-                             writer_properties=_writer_props(self.opaque_columns),
+                             writer_properties=_writer_props(self.opaque_columns, self.dense_columns),
                              commit_properties=_commit(app_id, seq, meta))
             .when_matched_update_all(predicate=f's."{newer}" > t."{newer}"')
             .when_not_matched_insert_all()

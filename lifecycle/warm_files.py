@@ -115,11 +115,13 @@ def _sorted_runs(col: pa.ChunkedArray) -> list[tuple[Any, int, int]] | None:
 
 
 def write_files(path: str, t: pa.Table, *, partition_by: list[str] | None, opaque: list[str],
-                rows_per_file: int) -> list[Any]:
-    """Write ``t`` as Parquet data files under the table folder ``path``; returns their Delta add actions."""
+                rows_per_file: int, dense: list[str] | None = None) -> list[Any]:
+    """Write ``t`` as Parquet data files under the table folder ``path``; returns their Delta add actions.
+    ``opaque`` columns get neither dictionary nor statistics, ``dense`` ones no dictionary."""
     from deltalake.transaction import AddAction
 
     opaque_set = set(opaque)
+    no_dict = set(dense or [])
     tag = uuid.uuid4()
     actions = []
     n = 0
@@ -127,6 +129,7 @@ def write_files(path: str, t: pa.Table, *, partition_by: list[str] | None, opaqu
         folder = "/".join(f"{k}={NULL_PARTITION if v is None else v}" for k, v in values.items())
         os.makedirs(os.path.join(path, folder), exist_ok=True)  # also the table's own folder on a first write
         plain = [c for c in part.column_names if c not in opaque_set]
+        dictionary = [c for c in plain if c not in no_dict]
         for start in range(0, max(part.num_rows, 1), rows_per_file):
             chunk = part.slice(start, rows_per_file)
             if chunk.num_rows == 0:
@@ -135,7 +138,7 @@ def write_files(path: str, t: pa.Table, *, partition_by: list[str] | None, opaqu
             rel = f"{folder}/{name}" if folder else name
             n += 1
             full = os.path.join(path, rel)
-            pq.write_table(chunk, full, compression="zstd", compression_level=1, use_dictionary=plain,
+            pq.write_table(chunk, full, compression="zstd", compression_level=1, use_dictionary=dictionary,
                            write_statistics=plain)
             actions.append(AddAction(rel, os.path.getsize(full), values, int(time.time() * 1000), True,
                                      stats(chunk, opaque_set)))

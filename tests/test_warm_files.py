@@ -152,3 +152,42 @@ def test_partition_split_slices_ordered_pages_and_filters_the_rest() -> None:
                                    pa.array([None, *ordered.column("_dz_period").to_pylist()[1:]], pa.int32()))
     assert _sorted_runs(with_null.column("_dz_period")) is None
     assert None in {v["_dz_period"] for v, _ in _partitions(with_null, ["_dz_period"])}
+
+
+def test_dense_columns_skip_the_dictionary_but_keep_statistics(tmp_path: Path) -> None:
+    """The key and the watermark are written without a dictionary (nearly every value is distinct) and still get
+    Parquet and Delta min/max statistics (MERGE prunes files by the key); other columns keep their dictionary."""
+    import pyarrow.parquet as pq
+
+    warm = WarmTable(str(tmp_path / "t"), opaque_columns=OPAQUE, dense_columns=["id", "at"])
+    warm.append(batch(0, 20_000), partition_by=None, app_id="app", seq=1, meta={})
+    files = list((tmp_path / "t").glob("*.parquet"))
+    assert files
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        cols = {meta.schema.column(i).name: meta.row_group(0).column(i) for i in range(meta.num_columns)}
+        for name in ("id", "at"):
+            assert not any("DICTIONARY" in e for e in cols[name].encodings), (name, cols[name].encodings)
+            assert cols[name].statistics is not None and cols[name].statistics.has_min_max
+        assert any("DICTIONARY" in e for e in cols["status"].encodings)
+        assert cols["pnr"].statistics is None or not cols["pnr"].statistics.has_min_max
+    stats = per_partition_free(DeltaTable(str(tmp_path / "t")))
+    assert stats["min"]["id"] == 0 and stats["max"]["id"] == 19_999
+    props = _writer_props(OPAQUE, ["id", "at"])
+    assert props.column_properties["id"].dictionary_enabled is False
+    assert props.column_properties["id"].statistics_enabled != "NONE"
+    assert props.column_properties["pnr"].statistics_enabled == "NONE"
+
+
+def per_partition_free(dt: DeltaTable) -> dict[str, Any]:
+    """min/max bounds over all add actions of an unpartitioned table."""
+    out: dict[str, Any] = {"min": {}, "max": {}}
+    log = Path(dt.table_uri.removeprefix("file://")) / "_delta_log"
+    for entry in sorted(log.glob("*.json")):
+        for line in entry.read_text().splitlines():
+            st = json.loads(json.loads(line).get("add", {}).get("stats") or "{}")
+            for c, v in st.get("minValues", {}).items():
+                out["min"][c] = min(out["min"].get(c, v), v)
+            for c, v in st.get("maxValues", {}).items():
+                out["max"][c] = max(out["max"].get(c, v), v)
+    return out
