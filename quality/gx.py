@@ -187,7 +187,7 @@ def _skip_value_metrics() -> None:
             return out
 
         cls.get_validation_dependencies = without_values  # type: ignore[method-assign]
-        cls._dz_no_values = True  # type: ignore[attr-defined]
+        cls._dz_no_values = True  # type: ignore[union-attr]
 
 
 class UnknownExpectation(LookupError):
