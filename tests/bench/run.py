@@ -4,9 +4,10 @@
                                         [--only CASE ...]
 
 Cases (each a fresh child process, from empty folders under /tmp/dz-bench/): limit, dlt-connectorx, dlt-pyarrow,
-datazones-full, then the warm → cold cases on its warm table (cold-limit, datazones-archive, audit-limit,
-datazones-audit: see tests/bench/cold.py), datazones-incremental, datazones-noop, datazones-full-big. A case pulls in
-the case it needs (the cold ones datazones-full; the audits datazones-archive). The tables
+datazones-full, datazones-full-nogate (the same run with a pass-through gate: the difference is what GX costs), then
+the warm → cold cases on datazones-full's warm table (cold-limit, datazones-archive, audit-limit, datazones-audit:
+see tests/bench/cold.py), datazones-incremental, datazones-noop, datazones-full-big. A case pulls in the case it
+needs (the cold ones datazones-full; the audits datazones-archive). The tables
 ``bench.utbetalning_<rows>`` are built once and kept; the incremental case's 1 % churn is reverted afterwards.
 Results: two tables, the bars as PASS/FAIL, and ``bench-results/bench.json``.
 """
@@ -41,7 +42,8 @@ from tests.bench.cases import (
 )
 from tests.bench.measure import PYCACHE, add_bar, warm_bytecode
 
-CASES = ("limit", "dlt-connectorx", "dlt-pyarrow", "datazones-full", *cold.COLD_CASES, "datazones-incremental",
+CASES = ("limit", "dlt-connectorx", "dlt-pyarrow", "datazones-full", "datazones-full-nogate", *cold.COLD_CASES,
+         "datazones-incremental",
          "datazones-noop", "datazones-full-big")
 PEERS = ("dlt-connectorx", "dlt-pyarrow", "limit")
 RSS_LIMIT_MB = 1500.0
@@ -101,7 +103,7 @@ def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
             step(f"dlt-{backend}", functools.partial(run_dlt, backend, rows))
     want_incr = {"datazones-incremental", "datazones-noop"} & set(cases)
     want_cold = [c for c in cold.COLD_CASES if c in cases]
-    if "datazones-full" in cases or want_incr or want_cold:
+    if "datazones-full" in cases or "datazones-full-nogate" in cases or want_incr or want_cold:
         holder: dict[str, Any] = {}
 
         def full() -> Result:
@@ -109,6 +111,8 @@ def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
             return res
 
         full_res = step("datazones-full", full)
+        if "datazones-full-nogate" in cases:
+            step("datazones-full-nogate", lambda: run_zones_full(rows, "datazones-full-nogate", gate=False)[0])
         if want_cold and full_res.error:
             console.print(f"[yellow]skipped {', '.join(want_cold)}: datazones-full failed[/yellow]", highlight=False)
             results += cold.skipped(want_cold, "datazones-full failed")
@@ -170,6 +174,13 @@ def bars(results: list[Result], rows: int, big_rows: int) -> list[dict[str, Any]
         f"{(v or 0) * 100:.1f} % ({timings.get('gate', 0):.2f} s validating + {timings.get('gate_load', 0):.2f} s "
         f"loading GX, of {full.seconds if full else 0:.2f} s)",
         "needs datazones-full")
+    nogate = by.get("datazones-full-nogate")
+    v = ((full.seconds - nogate.seconds) / full.seconds if full and nogate and not full.error and not nogate.error
+         and full.seconds and nogate.seconds else None)
+    bar("GX gate cost (full minus the same run with a pass-through gate) ≤ 15 % of the full promote time", v,
+        lambda x: x <= 0.15,
+        f"{(v or 0) * 100:.1f} % ({full.seconds if full else 0:.2f} s vs {nogate.seconds if nogate else 0:.2f} s "
+        "without a gate; one run each, so ± the run-to-run noise)", "needs datazones-full and datazones-full-nogate")
     v = (inc.seconds / full.seconds if inc and full and not inc.error and not full.error and inc.seconds
          and full.seconds else None)
     bar("incremental (1 %) ≤ 5 % of full-load time", v, lambda x: x <= 0.05,
