@@ -194,3 +194,44 @@ def test_validate_live_warns_when_no_index_leads_with_the_watermark(backend: dic
     assert found[0].key_path == "datasets.utbetalning.watermark" and "'andrad'" in found[0].message
     assert found[0].fix.startswith("CREATE INDEX utbetalning_andrad_idx ON ")
     assert found[0].fix.endswith("utbetalning (andrad, utbetalning_id)")
+
+
+def test_incremental_without_changes_commits_an_empty_batch_without_loading_gx(tmp_path: Path) -> None:
+    """Most scheduled incremental runs find nothing new: they must not pay for Great Expectations (~1.5 s to
+    load). With no changed rows the gate is neither prepared nor asked; with changes, the real GX gate runs."""
+    from typing import Any
+
+    from quality.gx_gate import GXGate
+
+    class Watched(GXGate):  # the real GX gate, counting what promote asks of it
+        prepared = checked = 0
+
+        def prepare(self, project: Any) -> None:
+            self.prepared += 1
+            super().prepare(project)
+
+        def check(self, data: Any, **kw: Any) -> Any:
+            self.checked += 1
+            return super().check(data, **kw)
+
+    project = seeded_project({"hot": f"sqlite:///{tmp_path / 'hot.db'}", "ledger": f"sqlite:///{tmp_path / 'l.db'}"},
+                             tmp_path)
+    ds = project.dataset("utbetalning")
+    assert promote(project, "utbetalning", as_of=AS_OF).rows_written > 0
+    quiet = Watched("utbetalning", ds)
+    rep = promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=1), gate=quiet)
+    assert (rep.mode, rep.rows_read, rep.batches) == ("incremental", 0, 1)
+    assert (quiet.prepared, quiet.checked) == (0, 0)
+    ledger = Ledger(project.ledger_url)
+    assert ledger.watermark("utbetalning") == (AS_OF + timedelta(hours=1) - timedelta(minutes=2)).isoformat()
+    runs = [r for r in ledger.gate_runs("utbetalning") if r["batch_id"] in rep.batch_ids]
+    assert [(r["rows"], r["success"], r["suite"]) for r in runs] == [(0, True, quiet.suite.name)]
+    eng = make_engine(project.hot_url)
+    assert demo.churn(eng, as_of=AS_OF + timedelta(days=1), seed=3, fraction=0.05)["utbetalning"] > 0
+    eng.dispose()
+    busy = Watched("utbetalning", ds)
+    rep = promote(project, "utbetalning", as_of=AS_OF + timedelta(days=1, hours=1), gate=busy)
+    assert rep.mode == "incremental" and rep.rows_read > 0 and rep.timings.get("gate_load", 0) > 0
+    assert busy.prepared == 1 and busy.checked == rep.batches
+    assert assert_warm_matches_hot(project, "utbetalning") > 0
+    assert ledger.verify() == []
