@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lifecycle.warm_files import local_path, write_files
+from lifecycle.warm_files import OPAQUE_ENCODING, local_path, write_files
 from zones.errors import SchemaChangeError
 
 # 8 MiB files (~100k rows here): a MERGE rewrites only the files whose key range it touches, so smaller files keep
@@ -26,12 +26,14 @@ _WIDEN = {(pa.int32(), pa.int64()), (pa.int16(), pa.int64()), (pa.int16(), pa.in
 
 def _writer_props(opaque: list[str] | None = None, dense: list[str] | None = None) -> Any:
     """zstd Parquet; pseudonym and ciphertext columns skip dictionary encoding and min/max statistics (random
-    bytes gain nothing from either, and statistics would copy values into the Delta log); ``dense`` columns (the
+    bytes gain nothing from either, and statistics would copy values into the Delta log) and are written with
+    DELTA_LENGTH_BYTE_ARRAY (see :mod:`lifecycle.warm_files`); ``dense`` columns (the
     key and the watermark: nearly every value distinct) skip only the dictionary."""
     from deltalake import ColumnProperties, WriterProperties
 
     cols = {c: ColumnProperties(dictionary_enabled=False) for c in dense or []}
-    cols.update({c: ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE") for c in opaque or []})
+    cols.update({c: ColumnProperties(dictionary_enabled=False, statistics_enabled="NONE", encoding=OPAQUE_ENCODING)
+                 for c in opaque or []})
     return WriterProperties(compression="ZSTD", compression_level=1, column_properties=cols or None)
 
 

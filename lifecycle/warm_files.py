@@ -10,7 +10,8 @@ The files are ordinary Delta data files: hive-style partition folders, the parti
 and per-file statistics in the log (``numRecords``, ``nullCount``; ``minValues``/``maxValues`` for integers, dates,
 UTC timestamps and strings up to 32 characters — exact, so data skipping and MERGE's file pruning stay correct;
 other types get no min/max, which a reader treats as "may match"). Opaque columns (pseudonyms, ciphertexts) get
-no statistics at all, as with delta-rs. Only local tables take this path; object stores use ``write_deltalake``.
+no statistics at all, as with delta-rs, and DELTA_LENGTH_BYTE_ARRAY encoding (so does ``write_deltalake``). Only
+local tables take this path; object stores use ``write_deltalake``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 MAX_STAT_CHARS = 32
+# Opaque columns (hex pseudonyms, ciphertexts) keep their lengths apart from their bytes: with PLAIN's 4-byte
+# length before every value zstd spent its time on those repeats; here it only entropy-codes the digits. A
+# 400k-row bench page: 293 → 226 ms to write, 40.9 → 38.8 MB. Every Parquet reader we target reads it.
+OPAQUE_ENCODING = "DELTA_LENGTH_BYTE_ARRAY"
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
 
@@ -130,6 +135,7 @@ def write_files(path: str, t: pa.Table, *, partition_by: list[str] | None, opaqu
         os.makedirs(os.path.join(path, folder), exist_ok=True)  # also the table's own folder on a first write
         plain = [c for c in part.column_names if c not in opaque_set]
         dictionary = [c for c in plain if c not in no_dict]
+        encoding = {c: OPAQUE_ENCODING for c in part.column_names if c in opaque_set}
         for start in range(0, max(part.num_rows, 1), rows_per_file):
             chunk = part.slice(start, rows_per_file)
             if chunk.num_rows == 0:
@@ -139,7 +145,7 @@ def write_files(path: str, t: pa.Table, *, partition_by: list[str] | None, opaqu
             n += 1
             full = os.path.join(path, rel)
             pq.write_table(chunk, full, compression="zstd", compression_level=1, use_dictionary=dictionary,
-                           write_statistics=plain)
+                           write_statistics=plain, column_encoding=encoding or None)
             actions.append(AddAction(rel, os.path.getsize(full), values, int(time.time() * 1000), True,
                                      stats(chunk, opaque_set)))
     return actions
