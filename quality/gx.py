@@ -228,13 +228,13 @@ def _fast_unique() -> None:
         def source(alias: str) -> Any:
             return _table.subquery(alias) if isinstance(_table, sa.Select) else _table.alias(alias)
 
-        value = sa.column(column.name)
+        value: Any = sa.column(column.name)
         repeated = (sa.select(value, sa.func.count().label(label)).select_from(source("dz_unique_in"))
                     .group_by(value).having(sa.func.count() >= cvu._DUPLICATE_THRESHOLD)
                     .subquery("dz_unique_repeated"))
-        mine = sa.literal_column(f"dz_unique_src.{quote(column.name)}")
-        theirs = sa.literal_column(f"dz_unique_repeated.{quote(column.name)}")
-        count = sa.literal_column(f"dz_unique_repeated.{quote(label)}")
+        mine: Any = sa.literal_column(f"dz_unique_src.{quote(column.name)}")
+        theirs: Any = sa.literal_column(f"dz_unique_repeated.{quote(column.name)}")
+        count: Any = sa.literal_column(f"dz_unique_repeated.{quote(label)}")
         return (sa.select(mine.label(column.name), sa.func.coalesce(count, 1).label(label))
                 .select_from(source("dz_unique_src").outerjoin(repeated, mine == theirs))
                 .alias(cvu._DUP_KEY_SUBQUERY_ALIAS))
@@ -307,8 +307,8 @@ class GXRunner:
         self.engine.dialect_module = types_module  # fix 3
         with self.engine.get_connection() as c:
             self.duck: Any = c.connection.driver_connection
-        self.duck.execute("SET threads = 1")  # see the module docstring
         dz_expectations.install_macros(self.duck)
+        self.duck.execute("SET threads = 1")  # type: ignore[union-attr]  # see the module docstring
         self._batches: dict[str, Any] = {}
         self._schemas: dict[str, pa.Schema] = {}
         self._live: dict[str, Any] = {}
