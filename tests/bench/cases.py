@@ -32,6 +32,7 @@ class Result:
     seconds: float | None = None
     peak_mb: float | None = None
     error: str | None = None
+    cpu_s: float | None = None  # user + system seconds of the child process tree (not the database server's)
     full_load: bool = True  # throughput ratios are meaningful only for full loads
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -43,7 +44,8 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return {"case": self.case, "rows": self.rows, "seconds": self.seconds, "rows_per_s": self.rate,
-                "peak_rss_mb": self.peak_mb, "error": self.error, "full_load": self.full_load, **self.detail}
+                "peak_rss_mb": self.peak_mb, "cpu_s": self.cpu_s, "error": self.error, "full_load": self.full_load,
+                **self.detail}
 
 
 def fresh(name: str) -> Path:
@@ -55,7 +57,7 @@ def fresh(name: str) -> Path:
 
 def _result(case: str, m: Measured, rows: int | None, **detail: Any) -> Result:
     return Result(case, rows, round(m.seconds, 3), round(m.peak_mb, 1) if m.peak_mb else None,
-                  detail={"rss_method": m.rss_method, **detail})
+                  cpu_s=m.cpu_s, detail={"rss_method": m.rss_method, **detail})
 
 
 def _tail(text: str, lines: int = 25) -> str:

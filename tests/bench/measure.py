@@ -1,4 +1,8 @@
-"""Run one bench case in a fresh child process: wall seconds and the child's peak RSS.
+"""Run one bench case in a fresh child process: wall seconds, CPU seconds and the child's peak RSS.
+
+CPU seconds are the user + system time of the child and every descendant it waited for (``RUSAGE_CHILDREN``
+before and after): on this 2-core machine the wall time of a case moves by a second or more with the load of the
+machine, its CPU time much less. PostgreSQL's backend is the server's process, not the child's: not counted.
 
 Peak RSS comes from GNU ``/usr/bin/time -f %M`` (the kernel's ru_maxrss of the child, i.e. of its largest process);
 without it, a poller sums the RSS of the child's process tree every 50 ms (which can miss a spike shorter than that).
@@ -7,6 +11,7 @@ without it, a poller sums the RSS of the child's process tree every 50 ms (which
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import tempfile
 import time
@@ -28,6 +33,7 @@ class Measured:
     stdout: str
     stderr: str
     rss_method: str
+    cpu_s: float | None = None
 
 
 def _gnu_time_ok() -> bool:
@@ -49,7 +55,7 @@ def run_measured(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cw
             argv = [str(GNU_TIME), "-f", "%M", "-o", str(rss_path), *argv]
         with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
             stdout = subprocess.DEVNULL if discard_stdout else out_f
-            t0 = time.perf_counter()
+            t0, ru0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
             proc = subprocess.Popen(argv, env=dict(env) if env is not None else None, cwd=cwd, stdout=stdout,
                                     stderr=err_f)
             peak = 0 if _USE_GNU_TIME else _poll_tree(proc, timeout)
@@ -59,12 +65,15 @@ def run_measured(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, cw
                 proc.kill()
                 rc = proc.wait()
             seconds = time.perf_counter() - t0
+            ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         peak_mb: float | None = peak / 2**20 if peak else None
         if _USE_GNU_TIME and rss_path.exists():
             last = (rss_path.read_text().strip().splitlines() or [""])[-1]
             peak_mb = int(last) / 1024 if last.isdigit() else None
         return Measured(rc, seconds, peak_mb, out_path.read_text(errors="replace"),
-                        err_path.read_text(errors="replace"), "gnu-time" if _USE_GNU_TIME else "psutil-50ms")
+                        err_path.read_text(errors="replace"), "gnu-time" if _USE_GNU_TIME else "psutil-50ms",
+                        round(cpu, 3))
 
 
 def _poll_tree(proc: subprocess.Popen[bytes], timeout: float) -> int:

@@ -201,20 +201,32 @@ def bars(results: list[Result], rows: int, big_rows: int) -> list[dict[str, Any]
     return out + cold.bars(results, RSS_LIMIT_MB)
 
 
+def gate_cpu(by: dict[str, Result]) -> dict[str, float] | None:
+    """What the GX gate costs in CPU seconds: the full run's minus the pass-through control's (less noisy than
+    their wall times on a busy 2-core machine)."""
+    full, nogate = by.get("datazones-full"), by.get("datazones-full-nogate")
+    if not (full and nogate and full.cpu_s and nogate.cpu_s) or full.error or nogate.error:
+        return None
+    gate = full.cpu_s - nogate.cpu_s
+    return {"full": full.cpu_s, "nogate": nogate.cpu_s, "gate": gate, "share": gate / full.cpu_s}
+
+
 def render(results: list[Result], checks: list[dict[str, Any]]) -> None:
     by = {r.case: r for r in results}
     t = Table(title="hot → warm: PostgreSQL → Delta (wall time of a fresh process; ratios = throughput ÷ peer's)")
-    for c in ("case", "rows", "seconds", "rows/s", "peak RSS MB", "vs dlt-connectorx", "vs dlt-pyarrow", "vs limit"):
+    for c in ("case", "rows", "seconds", "CPU s", "rows/s", "peak RSS MB", "vs dlt-connectorx", "vs dlt-pyarrow",
+              "vs limit"):
         t.add_column(c, justify="left" if c == "case" else "right")
     for r in (r for r in results if r.case not in cold.COLD_CASES):
         rat = ratios(r, by)
         cells = [f"{x:.2f}×" if x else "—" for x in rat.values()]
         if r.error:
-            t.add_row(r.case, f"{r.rows:,}" if r.rows else "—", f"{r.seconds:.2f}" if r.seconds else "—", "—",
+            t.add_row(r.case, f"{r.rows:,}" if r.rows else "—", f"{r.seconds:.2f}" if r.seconds else "—", "—", "—",
                       f"{r.peak_mb:.0f}" if r.peak_mb else "—", f"[red]{r.error[:110]}[/red]", "", "")
             continue
         t.add_row(r.case, f"{r.rows:,}" if r.rows is not None else "—", f"{r.seconds:.2f}" if r.seconds else "—",
-                  f"{r.rate:,.0f}" if r.rate else "—", f"{r.peak_mb:.0f}" if r.peak_mb else "—", *cells)
+                  f"{r.cpu_s:.2f}" if r.cpu_s else "—", f"{r.rate:,.0f}" if r.rate else "—",
+                  f"{r.peak_mb:.0f}" if r.peak_mb else "—", *cells)
     console.print(t)
     for r in (r for r in results if r.case not in cold.COLD_CASES):
         rep = r.detail.get("report")
@@ -222,6 +234,11 @@ def render(results: list[Result], checks: list[dict[str, Any]]) -> None:
             parts = " · ".join(f"{k} {v:.2f}" for k, v in rep["timings"].items())
             console.print(f"  {r.case} ({rep.get('mode')}, {rep.get('batches')} batches) in-process s: {parts}",
                           highlight=False)
+    share = gate_cpu(by)
+    if share:
+        console.print(f"  GX gate CPU (not a bar): {share['full']:.2f} s with the gate − {share['nogate']:.2f} s "
+                      f"without = {share['gate']:.2f} s, {share['share'] * 100:.1f} % of the full run's CPU "
+                      "(PostgreSQL's own CPU not counted)", highlight=False)
     cold.render(results, console)
     colour = {"PASS": "green", "FAIL": "red", "SKIP": "yellow"}
     for b in checks:
@@ -259,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": python_version()},
            "results": [{**r.to_dict(), "ratios": ratios(r, by),
                         **({"vs_limit": cold.vs_limit(r, by), "gb_per_s": cold.gb_rate(r)}
-                           if r.case in cold.COLD_CASES else {})} for r in results], "bars": checks}
+                           if r.case in cold.COLD_CASES else {})} for r in results], "bars": checks,
+           "gate_cpu": gate_cpu(by)}
     out = os.path.abspath(args.out)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
