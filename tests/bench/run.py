@@ -1,7 +1,7 @@
 """``make bench``: datazones promote vs dlt and the COPY limit (PostgreSQL); archive and audit vs their limits.
 
     .venv/bin/python -m tests.bench.run [--rows 5000000] [--big-rows 20000000] [--skip-big] [--skip-cold]
-                                        [--only CASE ...]
+                                        [--repeat N] [--only CASE ...]
 
 Cases (each a fresh child process, from empty folders under /tmp/dz-bench/): limit, dlt-connectorx, dlt-pyarrow,
 datazones-full, datazones-full-nogate (the same run with a pass-through gate: the difference is what GX costs), then
@@ -10,6 +10,10 @@ see tests/bench/cold.py), datazones-incremental, datazones-noop, datazones-full-
 needs (the cold ones datazones-full; the audits datazones-archive). The tables
 ``bench.utbetalning_<rows>`` are built once and kept; the incremental case's 1 % churn is reverted afterwards.
 Results: two tables, the bars as PASS/FAIL, and ``bench-results/bench.json``.
+
+``--repeat N`` runs every hot → warm case N times (the incremental pair each time from a copy of the warm zone the
+full load left) and shows the run with the median wall time, its CPU, and the highest peak RSS of the N; the JSON
+keeps every run. On this 2-core machine one run of a case moves by a second or more with the machine's load.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import operator
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -65,6 +70,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     help=f"skip the warm → cold cases ({', '.join(cold.COLD_CASES)})")
     ap.add_argument("--only", nargs="+", metavar="CASE", help=f"run only these cases (comma or space separated): "
                     f"{', '.join(CASES)}")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run each hot → warm case N times; report the median run (default 1)")
     ap.add_argument("--out", default=str(REPO / "bench-results" / "bench.json"), help="JSON results file")
     args = ap.parse_args(argv)
     only = [c for item in (args.only or []) for c in item.split(",") if c]
@@ -81,26 +88,46 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
-    rows, cases, results = args.rows, args.cases, []
+def median_run(runs: list[Result]) -> Result:
+    """The run with the median wall time (the lower middle of an even count), the highest peak RSS of all and
+    every run's seconds and CPU in ``detail``; a failed run is returned as it is."""
+    failed = [r for r in runs if r.error or r.seconds is None]
+    if failed or len(runs) == 1:
+        return failed[0] if failed else runs[0]
+    ordered = sorted(runs, key=lambda r: r.seconds or 0.0)
+    pick = ordered[(len(ordered) - 1) // 2]
+    pick.peak_mb = max((r.peak_mb or 0.0) for r in runs) or None
+    pick.detail["runs_s"] = [r.seconds for r in runs]
+    pick.detail["runs_cpu_s"] = [r.cpu_s for r in runs]
+    return pick
 
-    def step(name: str, fn: Callable[[], Result]) -> Result:
-        console.print(f"[bold]{name}[/bold] …", highlight=False)
-        try:
-            res = fn()
-        except Exception as exc:  # a harness-side failure must not lose the other cases
-            res = Result(name, error=f"harness: {type(exc).__name__}: {exc}")
-        secs = f"{res.seconds:.2f} s" if res.seconds is not None else "—"
-        console.print(f"  {secs}, peak {res.peak_mb or 0:.0f} MB" + (f"  [red]{res.error}[/red]" if res.error else ""),
-                      highlight=False)
+
+def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
+    rows, cases, results, repeat = args.rows, args.cases, [], max(1, args.repeat)
+
+    def step(name: str, fn: Callable[[], Result], times: int = 1) -> Result:
+        console.print(f"[bold]{name}[/bold] …" + (f" ({times} runs)" if times > 1 else ""), highlight=False)
+        runs = []
+        for _ in range(times):
+            try:
+                res = fn()
+            except Exception as exc:  # a harness-side failure must not lose the other cases
+                res = Result(name, error=f"harness: {type(exc).__name__}: {exc}")
+            secs = f"{res.seconds:.2f} s" if res.seconds is not None else "—"
+            console.print(f"  {secs}, CPU {res.cpu_s or 0:.2f} s, peak {res.peak_mb or 0:.0f} MB"
+                          + (f"  [red]{res.error}[/red]" if res.error else ""), highlight=False)
+            runs.append(res)
+            if res.error:
+                break
+        res = median_run(runs)
         results.append(res)
         return res
 
     if "limit" in cases:
-        step("limit", lambda: run_limit(rows))
+        step("limit", lambda: run_limit(rows), repeat)
     for backend in ("connectorx", "pyarrow"):
         if f"dlt-{backend}" in cases:
-            step(f"dlt-{backend}", functools.partial(run_dlt, backend, rows))
+            step(f"dlt-{backend}", functools.partial(run_dlt, backend, rows), repeat)
     want_incr = {"datazones-incremental", "datazones-noop"} & set(cases)
     want_cold = [c for c in cold.COLD_CASES if c in cases]
     if "datazones-full" in cases or "datazones-full-nogate" in cases or want_incr or want_cold:
@@ -110,9 +137,10 @@ def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
             res, holder["folder"], holder["env"] = run_zones_full(rows, "datazones-full")
             return res
 
-        full_res = step("datazones-full", full)
+        full_res = step("datazones-full", full, repeat)  # the folder and keys of the last run are kept
         if "datazones-full-nogate" in cases:
-            step("datazones-full-nogate", lambda: run_zones_full(rows, "datazones-full-nogate", gate=False)[0])
+            step("datazones-full-nogate", lambda: run_zones_full(rows, "datazones-full-nogate", gate=False)[0],
+                 repeat)
         if want_cold and full_res.error:
             console.print(f"[yellow]skipped {', '.join(want_cold)}: datazones-full failed[/yellow]", highlight=False)
             results += cold.skipped(want_cold, "datazones-full failed")
@@ -126,19 +154,32 @@ def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
                 results += [Result(c, error="skipped: datazones-full failed", full_load=False)
                             for c in ("datazones-incremental", "datazones-noop")]
             else:
-                try:
-                    pair = run_zones_incremental(rows, holder["folder"], holder["env"])
-                except Exception as exc:
-                    pair = [Result(c, error=f"harness: {type(exc).__name__}: {exc}", full_load=False)
-                            for c in ("datazones-incremental", "datazones-noop")]
-                for r in pair:
-                    console.print(f"  {r.case}: {r.seconds or 0:.2f} s" + (f"  [red]{r.error}[/red]" if r.error
-                                                                           else ""), highlight=False)
-                results += pair
+                pristine = holder["folder"].with_name(holder["folder"].name + "-pristine")
+                if repeat > 1:
+                    shutil.rmtree(pristine, ignore_errors=True)
+                    shutil.copytree(holder["folder"], pristine)
+                pairs: list[list[Result]] = []
+                for i in range(repeat):
+                    if i:  # every run starts from the warm zone and ledger the full load left
+                        shutil.rmtree(holder["folder"])
+                        shutil.copytree(pristine, holder["folder"])
+                    try:
+                        pair = run_zones_incremental(rows, holder["folder"], holder["env"])
+                    except Exception as exc:
+                        pair = [Result(c, error=f"harness: {type(exc).__name__}: {exc}", full_load=False)
+                                for c in ("datazones-incremental", "datazones-noop")]
+                    for r in pair:
+                        console.print(f"  {r.case}: {r.seconds or 0:.2f} s, CPU {r.cpu_s or 0:.2f} s"
+                                      + (f"  [red]{r.error}[/red]" if r.error else ""), highlight=False)
+                    pairs.append(pair)
+                    if any(r.error for r in pair):
+                        break
+                results += [median_run([p[k] for p in pairs]) for k in (0, 1)]
+                shutil.rmtree(pristine, ignore_errors=True)
     if "datazones-full-big" in cases:
         setup_secs = data.ensure_table(args.big_rows, setup)
         console.print(f"  big table ready ({setup_secs:.1f} s)", highlight=False)
-        step("datazones-full-big", lambda: run_zones_full(args.big_rows, "datazones-full-big")[0])
+        step("datazones-full-big", lambda: run_zones_full(args.big_rows, "datazones-full-big")[0], repeat)
     return results
 
 
@@ -152,7 +193,7 @@ def ratios(res: Result, by: dict[str, Result]) -> dict[str, float | None]:
     return {p: _ratio(res.rate, by[p].rate if p in by else None) for p in PEERS}
 
 
-def bars(results: list[Result], rows: int, big_rows: int) -> list[dict[str, Any]]:
+def bars(results: list[Result], rows: int, big_rows: int, repeat: int = 1) -> list[dict[str, Any]]:
     by = {r.case: r for r in results}
     full, big = by.get("datazones-full"), by.get("datazones-full-big")
     inc, noop = by.get("datazones-incremental"), by.get("datazones-noop")
@@ -180,7 +221,8 @@ def bars(results: list[Result], rows: int, big_rows: int) -> list[dict[str, Any]
     bar("GX gate cost (full minus the same run with a pass-through gate) ≤ 15 % of the full promote time", v,
         lambda x: x <= 0.15,
         f"{(v or 0) * 100:.1f} % ({full.seconds if full else 0:.2f} s vs {nogate.seconds if nogate else 0:.2f} s "
-        "without a gate; one run each, so ± the run-to-run noise)", "needs datazones-full and datazones-full-nogate")
+        f"without a gate; {f'medians of {repeat} runs' if repeat > 1 else 'one run each, so ± the run-to-run noise'})",
+        "needs datazones-full and datazones-full-nogate")
     v = (inc.seconds / full.seconds if inc and full and not inc.error and not full.error and inc.seconds
          and full.seconds else None)
     bar("incremental (1 %) ≤ 5 % of full-load time", v, lambda x: x <= 0.05,
@@ -211,9 +253,11 @@ def gate_cpu(by: dict[str, Result]) -> dict[str, float] | None:
     return {"full": full.cpu_s, "nogate": nogate.cpu_s, "gate": gate, "share": gate / full.cpu_s}
 
 
-def render(results: list[Result], checks: list[dict[str, Any]]) -> None:
+def render(results: list[Result], checks: list[dict[str, Any]], repeat: int = 1) -> None:
     by = {r.case: r for r in results}
-    t = Table(title="hot → warm: PostgreSQL → Delta (wall time of a fresh process; ratios = throughput ÷ peer's)")
+    runs = f"the median of {repeat} runs, " if repeat > 1 else ""
+    t = Table(title=f"hot → warm: PostgreSQL → Delta ({runs}wall time of a fresh process; ratios = throughput ÷ "
+              "peer's)")
     for c in ("case", "rows", "seconds", "CPU s", "rows/s", "peak RSS MB", "vs dlt-connectorx", "vs dlt-pyarrow",
               "vs limit"):
         t.add_column(c, justify="left" if c == "case" else "right")
@@ -263,14 +307,14 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[dim]{line}[/dim]", highlight=False)
     t0, load0 = time.perf_counter(), os.getloadavg()
     results = run_cases(args, setup)
-    checks = bars(results, args.rows, args.big_rows)
-    render(results, checks)
+    checks = bars(results, args.rows, args.big_rows, args.repeat)
+    render(results, checks, args.repeat)
     by = {r.case: r for r in results}
     load1 = os.getloadavg()
     if max(load0[0], load1[0]) > 0.5 * (os.cpu_count() or 1):
         console.print(f"[yellow]note: the machine was busy (load average {load0[0]:.1f} before, {load1[0]:.1f} "
                       "after the cases): timings are noisy[/yellow]", highlight=False)
-    doc = {"started": started.isoformat(), "seconds": round(time.perf_counter() - t0, 1),
+    doc = {"started": started.isoformat(), "seconds": round(time.perf_counter() - t0, 1), "repeat": args.repeat,
            "loadavg_before": load0, "loadavg_after": load1, "rows": args.rows, "big_rows": args.big_rows,
            "cases": args.cases, "setup": setup,
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": python_version()},
