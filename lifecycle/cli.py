@@ -162,6 +162,22 @@ def status(config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) -> None:
     _emit(rows, as_json, render)
 
 
+@app.command()
+def worker(socket_path: Annotated[str | None, typer.Option(
+        "--socket", envvar="DATAZONES_WORKER",
+        help="Unix socket to listen on (default .datazones/worker.sock).")] = None) -> None:
+    """Serve commands warm: import everything once, fork a child per command (clients set DATAZONES_WORKER)."""
+    from pathlib import Path
+
+    from lifecycle.worker import serve
+
+    def ready(path: Path, seconds: float) -> None:
+        err.print(f"zones worker: ready on {path} (pid {os.getpid()}, loaded in {seconds:.1f} s); run commands with "
+                  f"DATAZONES_WORKER={path}", highlight=False)
+
+    serve(Path(socket_path or ".datazones/worker.sock").absolute(), ready=ready)
+
+
 @ledger_app.command("verify")
 def ledger_verify(config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) -> None:
     """Recompute the hash chain; exit 1 if any row was edited, inserted or deleted."""

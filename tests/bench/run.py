@@ -46,10 +46,10 @@ from tests.bench.cases import (
     run_zones_incremental,
 )
 from tests.bench.measure import PYCACHE, add_bar, warm_bytecode
+from tests.bench.worker_cases import WORKER_CASES, run_worker_full, run_worker_incremental, warm_worker
 
 CASES = ("limit", "dlt-connectorx", "dlt-pyarrow", "datazones-full", "datazones-full-nogate", *cold.COLD_CASES,
-         "datazones-incremental",
-         "datazones-noop", "datazones-full-big")
+         "datazones-incremental", "datazones-noop", *WORKER_CASES, "datazones-full-big")
 PEERS = ("dlt-connectorx", "dlt-pyarrow", "limit")
 RSS_LIMIT_MB = 1500.0
 console = Console()
@@ -100,6 +100,35 @@ def median_run(runs: list[Result]) -> Result:
     pick.detail["runs_s"] = [r.seconds for r in runs]
     pick.detail["runs_cpu_s"] = [r.cpu_s for r in runs]
     return pick
+
+
+def incremental_runs(run: Callable[[], list[Result]], folder: Any, repeat: int,
+                     names: tuple[str, str]) -> list[Result]:
+    """``repeat`` runs of an incremental + no-op pair, each from a copy of the warm zone and ledger in ``folder``
+    as the full load left them; the median of each."""
+    pristine = folder.with_name(folder.name + "-pristine")
+    if repeat > 1:
+        shutil.rmtree(pristine, ignore_errors=True)
+        shutil.copytree(folder, pristine)
+    pairs: list[list[Result]] = []
+    try:
+        for i in range(repeat):
+            if i:
+                shutil.rmtree(folder)
+                shutil.copytree(pristine, folder)
+            try:
+                pair = run()
+            except Exception as exc:
+                pair = [Result(c, error=f"harness: {type(exc).__name__}: {exc}", full_load=False) for c in names]
+            for r in pair:
+                console.print(f"  {r.case}: {r.seconds or 0:.2f} s, CPU {r.cpu_s or 0:.2f} s"
+                              + (f"  [red]{r.error}[/red]" if r.error else ""), highlight=False)
+            pairs.append(pair)
+            if any(r.error for r in pair):
+                break
+    finally:
+        shutil.rmtree(pristine, ignore_errors=True)
+    return [median_run([p[k] for p in pairs]) for k in (0, 1)]
 
 
 def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
@@ -154,28 +183,28 @@ def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
                 results += [Result(c, error="skipped: datazones-full failed", full_load=False)
                             for c in ("datazones-incremental", "datazones-noop")]
             else:
-                pristine = holder["folder"].with_name(holder["folder"].name + "-pristine")
-                if repeat > 1:
-                    shutil.rmtree(pristine, ignore_errors=True)
-                    shutil.copytree(holder["folder"], pristine)
-                pairs: list[list[Result]] = []
-                for i in range(repeat):
-                    if i:  # every run starts from the warm zone and ledger the full load left
-                        shutil.rmtree(holder["folder"])
-                        shutil.copytree(pristine, holder["folder"])
-                    try:
-                        pair = run_zones_incremental(rows, holder["folder"], holder["env"])
-                    except Exception as exc:
-                        pair = [Result(c, error=f"harness: {type(exc).__name__}: {exc}", full_load=False)
-                                for c in ("datazones-incremental", "datazones-noop")]
-                    for r in pair:
-                        console.print(f"  {r.case}: {r.seconds or 0:.2f} s, CPU {r.cpu_s or 0:.2f} s"
-                                      + (f"  [red]{r.error}[/red]" if r.error else ""), highlight=False)
-                    pairs.append(pair)
-                    if any(r.error for r in pair):
-                        break
-                results += [median_run([p[k] for p in pairs]) for k in (0, 1)]
-                shutil.rmtree(pristine, ignore_errors=True)
+                results += incremental_runs(lambda: run_zones_incremental(rows, holder["folder"], holder["env"]),
+                                            holder["folder"], repeat, ("datazones-incremental", "datazones-noop"))
+    if set(WORKER_CASES) & set(cases):
+        with warm_worker() as (sock, ready_s):
+            setup.append(f"zones worker on {sock}: ready in {ready_s:.1f} s (imports, once)")
+            console.print(f"[dim]{setup[-1]}[/dim]", highlight=False)
+            wholder: dict[str, Any] = {}
+
+            def wfull() -> Result:
+                res, wholder["folder"], wholder["env"] = run_worker_full(rows, sock)
+                return res
+
+            wres = step("worker-full", wfull, repeat)
+            if {"worker-incremental", "worker-noop"} & set(cases):
+                console.print("[bold]worker-incremental + worker-noop[/bold] (1 % churn) …")
+                if wres.error:
+                    results += [Result(c, error="skipped: worker-full failed", full_load=False)
+                                for c in ("worker-incremental", "worker-noop")]
+                else:
+                    results += incremental_runs(
+                        lambda: run_worker_incremental(rows, wholder["folder"], wholder["env"]), wholder["folder"],
+                        repeat, ("worker-incremental", "worker-noop"))
     if "datazones-full-big" in cases:
         setup_secs = data.ensure_table(args.big_rows, setup)
         console.print(f"  big table ready ({setup_secs:.1f} s)", highlight=False)
@@ -230,6 +259,7 @@ def bars(results: list[Result], rows: int, big_rows: int, repeat: int = 1) -> li
         "needs datazones-full and datazones-incremental")
     v = noop.seconds if noop and not noop.error else None
     bar("no-op ≤ 2 s", v, lambda x: x <= 2.0, f"{v or 0:.2f} s", "needs datazones-noop")
+    worker_bars(by, bar)
     zs = [r for r in results if r.case.startswith("datazones") and r.case not in cold.COLD_CASES and not r.error
           and r.peak_mb]
     v = max((r.peak_mb for r in zs if r.peak_mb), default=None)
@@ -251,6 +281,26 @@ def gate_cpu(by: dict[str, Result]) -> dict[str, float] | None:
         return None
     gate = full.cpu_s - nogate.cpu_s
     return {"full": full.cpu_s, "nogate": nogate.cpu_s, "gate": gate, "share": gate / full.cpu_s}
+
+
+def _total(r: Result | None) -> float | None:
+    rep = (r.detail.get("report") or {}) if r and not r.error else {}
+    return (rep.get("timings") or {}).get("total")
+
+
+def worker_bars(by: dict[str, Result], bar: Callable[..., None]) -> None:
+    """The same bars for runs through a warm ``zones worker`` (GX and the libraries imported once, before)."""
+    wfull, winc, nogate = by.get("worker-full"), by.get("worker-incremental"), by.get("datazones-full-nogate")
+    ok = {k: r for k, r in (("full", wfull), ("inc", winc)) if r and not r.error and r.seconds}
+    v = ok["inc"].seconds / ok["full"].seconds if len(ok) == 2 else None  # type: ignore[operator]
+    bar("worker: incremental (1 %) ≤ 5 % of the full load, both through a warm worker", v, lambda x: x <= 0.05,
+        f"{(v or 0) * 100:.1f} % ({winc.seconds if winc else 0:.2f} s vs {wfull.seconds if wfull else 0:.2f} s)",
+        "needs worker-full and worker-incremental")
+    t_full, t_nogate = _total(wfull), _total(nogate)
+    v = (t_full - t_nogate) / t_full if t_full and t_nogate else None
+    bar("worker: GX gate cost (promote's own time, warm worker's full load minus the no-gate control's) ≤ 15 %", v,
+        lambda x: x <= 0.15, f"{(v or 0) * 100:.1f} % ({t_full or 0:.2f} s vs {t_nogate or 0:.2f} s in promote)",
+        "needs worker-full and datazones-full-nogate")
 
 
 def render(results: list[Result], checks: list[dict[str, Any]], repeat: int = 1) -> None:
@@ -295,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     setup: list[str] = []
     if {"limit", "dlt-connectorx", "dlt-pyarrow", "datazones-full", "datazones-incremental",
-            "datazones-noop"} & set(args.cases):
+            "datazones-noop", *WORKER_CASES} & set(args.cases):
         data.ensure_table(args.rows, setup)
     site = next((REPO / ".venv" / "lib").glob("python3*/site-packages"), None)
     secs = warm_bytecode(PY, [p for p in (site, *(REPO / n for n in ("zones", "lifecycle", "quality", "lineage",

@@ -1,0 +1,113 @@
+"""`zones worker`: commands run in forked children of a warm process, with the client's arguments, directory,
+environment and streams; exit codes (a crash included) come back; stale code and strangers are refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, write_project
+from tests.helpers import assert_warm_matches_hot
+from zones.config import load
+
+AS_OF = "2026-01-01T00:00:00+00:00"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAZONES__", "DATAZONES_WORKER"))}
+    env.update(extra)
+    return env
+
+
+def zones(*args: str, cwd: Path, worker: Path | None, **env: str) -> subprocess.CompletedProcess[str]:
+    extra = {"DATAZONES_WORKER": str(worker)} if worker else {}
+    return subprocess.run([sys.executable, "-m", "lifecycle.entry", *args], cwd=cwd, env=_env(**extra, **env),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[Path]:
+    sock = tmp_path / "run" / "worker.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "lifecycle.entry", "worker", "--socket", str(sock)], cwd=REPO,
+                            env=_env(), stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not sock.exists():
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "the worker did not start listening"
+        time.sleep(0.05)
+    try:
+        yield sock
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        err = proc.stderr.read() if proc.stderr else ""
+        assert rc == 0, err
+        assert "ready on" in err and not sock.exists()  # it said where it listens and removed its socket
+
+
+def test_commands_through_the_worker(tmp_path: Path, worker: Path) -> None:
+    assert stat.S_IMODE(worker.stat().st_mode) == 0o600  # owner-only: the environment it receives holds keys
+    cfg = write_project(tmp_path, datasets=["utbetalning"])
+    res = zones("demo", "seed", "--as-of", AS_OF, cwd=tmp_path, worker=worker)
+    assert res.returncode == 0, res.stderr
+    assert "seeded" in res.stdout and "no worker" not in res.stderr
+    # a crash of the child (kill at a fault point) is reported as its exit status; the next run repairs it
+    res = zones("promote", "utbetalning", "--as-of", "2026-01-01T01:00:00+00:00", cwd=tmp_path, worker=worker,
+                DATAZONES_FAULT="after_delta_commit")
+    assert res.returncode == 137, res.stderr
+    res = zones("promote", "utbetalning", "--json", "--as-of", "2026-01-01T01:00:00+00:00", cwd=tmp_path,
+                worker=worker)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)[0]["recovered_batches"] == 1
+    assert assert_warm_matches_hot(load(cfg), "utbetalning") > 0
+    status = json.loads(zones("status", "--json", cwd=tmp_path, worker=worker).stdout)
+    assert status[0]["hot_rows"] == status[0]["warm_rows"] > 0
+    # exit codes, stderr and the client's own environment
+    assert zones("promote", "nosuch", cwd=tmp_path, worker=worker).returncode == 2
+    (tmp_path / "bad.yaml").write_text(cfg.read_text().replace("watermark: andrad", "watermark_col: andrad", 1))
+    res = zones("validate", "--config", "bad.yaml", cwd=tmp_path, worker=worker)
+    assert res.returncode == 2 and "bad.yaml:" in res.stderr and "watermark_col" in res.stderr
+    res = zones("promote", "utbetalning", cwd=tmp_path, worker=worker, DATAZONES_PSEUDONYM_KEY="")
+    assert res.returncode == 4 and "DATAZONES_PSEUDONYM_KEY" in res.stderr
+
+
+def test_stale_code_and_absent_workers_fall_back_to_this_process(tmp_path: Path, worker: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from lifecycle import worker_client
+
+    monkeypatch.setattr(worker_client, "fingerprint", lambda: "edited since the worker started")
+    assert worker_client.delegate(str(worker), ["--help"]) is None
+    assert "runs other code than this checkout" in capsys.readouterr().err
+    assert worker_client.delegate(str(tmp_path / "nobody.sock"), ["--help"]) is None
+    assert "no worker answers" in capsys.readouterr().err
+    # and through the command line: the command still runs, here
+    res = zones("--help", cwd=tmp_path, worker=tmp_path / "nobody.sock")
+    assert res.returncode == 0 and "promote" in res.stdout and "no worker answers" in res.stderr
+
+
+def test_a_request_without_its_streams_is_refused(worker: Path) -> None:
+    from lifecycle.worker_client import PROTOCOL, fingerprint, recv_message, send_message
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(worker))
+        send_message(s, {"protocol": PROTOCOL, "argv": ["status"], "cwd": "/", "env": {},
+                         "fingerprint": fingerprint()})
+        reply, _ = recv_message(s)
+    assert reply is not None and "three standard streams" in reply["refused"]
+
+
+def test_the_client_stays_light() -> None:
+    code = ("import sys, lifecycle.entry, lifecycle.worker_client; heavy = {'typer', 'rich', 'pydantic', 'pyarrow',"
+            "'sqlalchemy', 'great_expectations'} & set(sys.modules); assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
