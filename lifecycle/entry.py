@@ -9,7 +9,8 @@ import sys
 
 def main() -> None:
     path = os.environ.get("DATAZONES_WORKER")
-    if path and sys.argv[1:2] != ["worker"]:
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if path and command != "worker":
         from lifecycle.worker_client import delegate
 
         rc = delegate(path, sys.argv[1:])

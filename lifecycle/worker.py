@@ -27,17 +27,20 @@ import os
 import selectors
 import signal
 import socket
-import struct
+import stat
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
-from lifecycle.worker_client import PROTOCOL, fingerprint, recv_message, send_message
+from lifecycle.worker_client import PROTOCOL, fingerprint, peer_uid, recv_message, send_message
 
 log = logging.getLogger("datazones.worker")
-# Libraries and datazones modules a command imports. Not lifecycle.cli: it binds its consoles at import time,
-# and a child must bind them to the client's streams.
+REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request once connected (it sends at once)
+_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}  # blocked across fork: the child resets them first
+# Libraries and datazones modules a command imports. (lifecycle.cli is loaded too, by `zones worker` itself: a
+# child re-binds its consoles and logging to the client's streams.)
 PRELOAD = ("numpy", "pyarrow", "pyarrow.compute", "pyarrow.parquet", "pyarrow.dataset", "sqlalchemy", "pydantic",
            "yaml", "typer", "rich.console", "rich.table", "rich.progress", "deltalake", "duckdb", "psycopg",
            "adbc_driver_manager", "adbc_driver_postgresql", "cryptography.hazmat.primitives.ciphers",
@@ -70,19 +73,23 @@ def preload() -> float:
 
 
 class Worker:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, code: str) -> None:
         self.path = path
-        self.fingerprint = fingerprint()
+        self.fingerprint = code  # taken before the preload: an edit made while it ran is caught
         self.children: dict[int, socket.socket] = {}
         self.stopping = False
         self.listener = self._listen()
+        self.inode = self.path.stat().st_ino
+        self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
 
     def _listen(self) -> socket.socket:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
+        if self.path.exists() or self.path.is_symlink():
+            if not stat.S_ISSOCK(self.path.lstat().st_mode):
+                raise RuntimeError(f"{self.path} exists and is not a socket: choose another --socket path")
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 probe.connect(str(self.path))
@@ -106,7 +113,7 @@ class Worker:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector; children are reaped below
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
-        sel = selectors.DefaultSelector()
+        sel = self.sel
         sel.register(self.listener, selectors.EVENT_READ)
         sel.register(self.wake_r, selectors.EVENT_READ)
         try:
@@ -114,15 +121,19 @@ class Worker:
                 for key, _ in sel.select():
                     if key.fileobj is self.listener:
                         self._accept()
-                    else:
+                    elif key.fileobj is self.wake_r:
                         self._drain()
+                    else:
+                        self._client_gone(key.fileobj, key.data)  # type: ignore[arg-type]
                 self._reap()
         finally:
-            sel.close()
             self.listener.close()
-            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                if self.path.stat().st_ino == self.inode:  # not a socket another worker has put there since
+                    self.path.unlink()
             while self.children:  # running commands finish; their clients still get the exit code
                 self._reap(block=True)
+            sel.close()
 
     def _stop(self, *_: Any) -> None:
         self.stopping = True
@@ -135,35 +146,60 @@ class Worker:
             pass
 
     def _accept(self) -> None:
-        conn, _ = self.listener.accept()
+        try:
+            conn, _ = self.listener.accept()
+        except OSError as exc:  # EMFILE and the like: the client sees its connection closed and runs the command
+            log.warning("could not accept a connection: %s", exc)
+            return
         fds: list[int] = []
         try:
-            pid_, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            uid = peer_uid(conn)
             if uid != os.getuid():
-                log.warning("refused a connection from uid %s (pid %s)", uid, pid_)
+                log.warning("refused a connection from uid %s", uid)
                 conn.close()
                 return
+            conn.settimeout(REQUEST_TIMEOUT)  # one silent client must not hold up the others
             msg, fds = recv_message(conn, max_fds=3)
+            conn.settimeout(None)
             refusal = self._check(msg, fds)
             if refusal:
                 send_message(conn, {"refused": refusal})
                 conn.close()
                 return
-            assert msg is not None
-            pid = os.fork()
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+            try:
+                pid = os.fork()
+            except BaseException:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                raise
             if pid == 0:
-                self._child(msg, fds, conn)  # never returns
+                self._child(msg, fds, conn, old)  # never returns
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
             self.children[pid] = conn
             send_message(conn, {"pid": pid})
-        except OSError as exc:
-            log.warning("a command could not be started: %s", exc)
-            conn.close()
+            self.sel.register(conn, selectors.EVENT_READ, pid)  # readable only when the client is gone
+        except Exception as exc:  # a bad request or a broken client must not stop the worker
+            log.warning("a command could not be started: %s: %s", type(exc).__name__, exc)
+            if conn.fileno() >= 0 and conn not in self.children.values():
+                with contextlib.suppress(OSError):
+                    send_message(conn, {"refused": f"bad request ({type(exc).__name__})"})
+                conn.close()
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _check(self, msg: dict[str, Any] | None, fds: list[int]) -> str | None:
-        if msg is None or len(fds) != 3:
+    def _client_gone(self, conn: socket.socket, pid: int) -> None:
+        """The client of a running command hung up (killed, timed out): stop its command as Ctrl-C would."""
+        self.sel.unregister(conn)
+        with contextlib.suppress(OSError):
+            if conn.recv(1):
+                return  # clients send nothing after the request; ignore it
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            log.warning("the client of command %s hung up: stopped it (SIGTERM)", pid)
+
+    def _check(self, msg: Any, fds: list[int]) -> str | None:
+        if not isinstance(msg, dict) or len(fds) != 3:
             return "incomplete request (arguments and three standard streams expected)"
         if msg.get("protocol") != PROTOCOL:
             return f"protocol {msg.get('protocol')} (this worker speaks {PROTOCOL})"
@@ -172,14 +208,17 @@ class Worker:
                     "restart `zones worker`")
         return None
 
-    def _child(self, msg: dict[str, Any], fds: list[int], conn: socket.socket) -> None:
+    def _child(self, msg: dict[str, Any], fds: list[int], conn: socket.socket, mask: Any) -> None:
         code = 70
         try:
+            os.setsid()  # signals for the worker (its terminal's Ctrl-C, a service stop) are not the command's
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            conn.close()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            # ``conn`` stays open until this process ends: the client sees the end of the stream only then, even
+            # if the worker itself is killed meanwhile.
             self.listener.close()
             for c in self.children.values():
                 c.close()
@@ -195,7 +234,10 @@ class Worker:
             os.chdir(msg["cwd"])
             os.environ.clear()
             os.environ.update(msg["env"])
+            time.tzset()
+            os.umask(int(msg.get("umask", 0o022)))
             sys.argv = ["zones", *msg["argv"]]
+            _rebind_output()
             from lifecycle.cli import main
 
             try:
@@ -205,9 +247,14 @@ class Worker:
                 if isinstance(exc.code, str):
                     print(exc.code, file=sys.stderr)
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException as exc:  # the worker must never run on in a child
+        except KeyboardInterrupt:  # Ctrl-C forwarded by the client: as Python ends on it
+            code = 128 + signal.SIGINT
             with contextlib.suppress(Exception):
-                print(f"zones worker: {type(exc).__name__}: {exc}", file=sys.stderr)
+                print("zones: interrupted", file=sys.stderr)
+        except BaseException:  # as Python ends on an uncaught exception (the worker must never run on in a child)
+            code = 1
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
         finally:
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):
@@ -226,6 +273,8 @@ class Worker:
             conn = self.children.pop(pid, None)
             rc = os.waitstatus_to_exitcode(status)
             if conn is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.sel.unregister(conn)
                 try:
                     send_message(conn, {"rc": rc if rc >= 0 else 128 - rc})
                 except OSError:
@@ -235,11 +284,23 @@ class Worker:
                 return
 
 
+def _rebind_output() -> None:
+    """In a child: the CLI's consoles and logging were set up for the worker's streams and environment."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    cli = sys.modules.get("lifecycle.cli")
+    if cli is not None:  # re-initialised in place: other modules imported these objects by name
+        cli.out.__init__()  # type: ignore[misc]
+        cli.err.__init__(stderr=True)  # type: ignore[misc]
+
+
 def serve(path: Path, *, ready: Any = None) -> None:
     """Preload, listen on ``path`` and serve until SIGTERM/SIGINT. ``ready(path, seconds)`` is called once
     listening."""
+    code = fingerprint()
     seconds = preload()
-    worker = Worker(path)
+    worker = Worker(path, code)
     if ready is not None:
         ready(path, seconds)
     worker.serve()

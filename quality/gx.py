@@ -205,7 +205,6 @@ def _fast_unique() -> None:
     """Fix 9 (module docstring): each value's row count from a hash aggregate instead of a window, on DuckDB."""
     import inspect
 
-    import duckdb_engine
     from great_expectations.execution_engine import SqlAlchemyExecutionEngine
     from great_expectations.expectations.metrics.column_map_metrics import column_values_unique as cvu
     from great_expectations.expectations.metrics.map_metric_provider import column_function_partial
@@ -216,7 +215,9 @@ def _fast_unique() -> None:
     if getattr(gx_provider, "_dz_fast", False):
         return
     gx_function = inspect.unwrap(gx_provider)
-    quote = duckdb_engine.Dialect().identifier_preparer.quote
+
+    def quote(name: str) -> str:  # SQL's delimited identifier (no dialect object: making one opens a DuckDB)
+        return '"' + name.replace('"', '""') + '"'
 
     @column_function_partial(engine=SqlAlchemyExecutionEngine)
     def count_per_value(cls: Any, column: Any, _dialect: Any = None, _table: Any = None, _metrics: Any = None,

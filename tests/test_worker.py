@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import stat
@@ -31,28 +32,37 @@ def _env(**extra: str) -> dict[str, str]:
 
 def zones(*args: str, cwd: Path, worker: Path | None, **env: str) -> subprocess.CompletedProcess[str]:
     extra = {"DATAZONES_WORKER": str(worker)} if worker else {}
-    return subprocess.run([sys.executable, "-m", "lifecycle.entry", *args], cwd=cwd, env=_env(**extra, **env),
-                          capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-m", "lifecycle.entry", *args], cwd=cwd, env=_env(**extra, **env),
+                         capture_output=True, text=True, timeout=300)
+    if worker and worker.exists():  # it ran in the worker, not here after a fallback
+        assert "running the command in this process" not in res.stderr, res.stderr
+    return res
 
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Path]:
     sock = tmp_path / "run" / "worker.sock"
     proc = subprocess.Popen([sys.executable, "-m", "lifecycle.entry", "worker", "--socket", str(sock)], cwd=REPO,
-                            env=_env(), stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not sock.exists():
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        assert time.monotonic() < deadline, "the worker did not start listening"
-        time.sleep(0.05)
+                            env=_env(COLUMNS="400"), stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stderr is not None
+    said = ""
     try:
+        deadline = time.monotonic() + 120
+        while "ready on" not in said:  # listening (the socket file exists a moment earlier, at bind)
+            left = deadline - time.monotonic()
+            assert left > 0 and proc.poll() is None, f"the worker did not start: {said}"
+            if select.select([proc.stderr], [], [], left)[0]:
+                said += proc.stderr.readline()
         yield sock
-    finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
-        err = proc.stderr.read() if proc.stderr else ""
-        assert rc == 0, err
-        assert "ready on" in err and not sock.exists()  # it said where it listens and removed its socket
+        said += proc.stderr.read()
+        assert rc == 0, said
+        assert not sock.exists()  # it removed its socket
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def test_commands_through_the_worker(tmp_path: Path, worker: Path) -> None:
@@ -111,3 +121,28 @@ def test_the_client_stays_light() -> None:
     code = ("import sys, lifecycle.entry, lifecycle.worker_client; heavy = {'typer', 'rich', 'pydantic', 'pyarrow',"
             "'sqlalchemy', 'great_expectations'} & set(sys.modules); assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+def test_bad_and_silent_clients_do_not_stop_the_worker(tmp_path: Path, worker: Path) -> None:
+    from lifecycle.worker_client import PROTOCOL, recv_message
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:  # not JSON an object: refused, worker lives on
+        s.connect(str(worker))
+        socket.send_fds(s, [b"\x00\x00\x00\x02[]"], [0, 1, 2])
+        reply, _ = recv_message(s)
+    assert reply is not None and "incomplete request" in reply["refused"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(worker))
+        socket.send_fds(s, [b"\x00\x00\x00\x05{bad"], [0, 1, 2])
+        reply, _ = recv_message(s)
+    assert reply is not None and "bad request" in reply["refused"]
+    assert PROTOCOL == 1
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    silent.connect(str(worker))  # connects and says nothing: the worker gives up on it after a few seconds
+    try:
+        t0 = time.monotonic()
+        res = zones("--help", cwd=tmp_path, worker=worker)
+        assert res.returncode == 0 and "promote" in res.stdout
+        assert time.monotonic() - t0 < 60
+    finally:
+        silent.close()
