@@ -11,14 +11,16 @@ needs (the cold ones datazones-full; the audits datazones-archive). The tables
 ``bench.utbetalning_<rows>`` are built once and kept; the incremental case's 1 % churn is reverted afterwards.
 Results: two tables, the bars as PASS/FAIL, and ``bench-results/bench.json``.
 
-``--repeat N`` runs every hot → warm case N times (the incremental pair each time from a copy of the warm zone the
-full load left) and shows the run with the median wall time, its CPU, and the highest peak RSS of the N; the JSON
+``--repeat N`` runs every hot → warm case N times — the throughput cases in N rounds of one run each, so the cases
+a bar compares are measured side by side; the incremental pair each time from a copy of the warm zone the full
+load left — and shows the run with the median wall time, its CPU, and the highest peak RSS of the N; the JSON
 keeps every run. On this 2-core machine one run of a case moves by a second or more with the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import operator
@@ -131,84 +133,98 @@ def incremental_runs(run: Callable[[], list[Result]], folder: Any, repeat: int,
     return [median_run([p[k] for p in pairs]) for k in (0, 1)]
 
 
+def _once(name: str, fn: Callable[[], Result]) -> Result:
+    try:
+        res = fn()
+    except Exception as exc:  # a harness-side failure must not lose the other cases
+        res = Result(name, error=f"harness: {type(exc).__name__}: {exc}")
+    secs = f"{res.seconds:.2f} s" if res.seconds is not None else "—"
+    console.print(f"  {name}: {secs}, CPU {res.cpu_s or 0:.2f} s, peak {res.peak_mb or 0:.0f} MB"
+                  + (f"  [red]{res.error}[/red]" if res.error else ""), highlight=False)
+    return res
+
+
 def run_cases(args: argparse.Namespace, setup: list[str]) -> list[Result]:
+    """The throughput cases run in rounds (each case once per round, ``--repeat`` rounds), so the cases a bar
+    compares are measured side by side while the machine's speed drifts; then the cases that build on the full
+    load's warm zone (cold, incremental) and the big table."""
     rows, cases, results, repeat = args.rows, args.cases, [], max(1, args.repeat)
-
-    def step(name: str, fn: Callable[[], Result], times: int = 1) -> Result:
-        console.print(f"[bold]{name}[/bold] …" + (f" ({times} runs)" if times > 1 else ""), highlight=False)
-        runs = []
-        for _ in range(times):
-            try:
-                res = fn()
-            except Exception as exc:  # a harness-side failure must not lose the other cases
-                res = Result(name, error=f"harness: {type(exc).__name__}: {exc}")
-            secs = f"{res.seconds:.2f} s" if res.seconds is not None else "—"
-            console.print(f"  {secs}, CPU {res.cpu_s or 0:.2f} s, peak {res.peak_mb or 0:.0f} MB"
-                          + (f"  [red]{res.error}[/red]" if res.error else ""), highlight=False)
-            runs.append(res)
-            if res.error:
-                break
-        res = median_run(runs)
-        results.append(res)
-        return res
-
-    if "limit" in cases:
-        step("limit", lambda: run_limit(rows), repeat)
-    for backend in ("connectorx", "pyarrow"):
-        if f"dlt-{backend}" in cases:
-            step(f"dlt-{backend}", functools.partial(run_dlt, backend, rows), repeat)
     want_incr = {"datazones-incremental", "datazones-noop"} & set(cases)
     want_cold = [c for c in cold.COLD_CASES if c in cases]
-    if "datazones-full" in cases or "datazones-full-nogate" in cases or want_incr or want_cold:
-        holder: dict[str, Any] = {}
+    want_worker = set(WORKER_CASES) & set(cases)
+    holder: dict[str, Any] = {}
+    wholder: dict[str, Any] = {}
 
-        def full() -> Result:
-            res, holder["folder"], holder["env"] = run_zones_full(rows, "datazones-full")
+    def full() -> Result:
+        res, holder["folder"], holder["env"] = run_zones_full(rows, "datazones-full")
+        return res
+
+    with warm_worker() if want_worker else contextlib.nullcontext((None, 0.0)) as (sock, ready_s):
+        if sock is not None:
+            setup.append(f"zones worker on {sock}: ready in {ready_s:.1f} s (imports, once)")
+            console.print(f"[dim]{setup[-1]}[/dim]", highlight=False)
+
+        def wfull() -> Result:
+            res, wholder["folder"], wholder["env"] = run_worker_full(rows, sock)
             return res
 
-        full_res = step("datazones-full", full, repeat)  # the folder and keys of the last run are kept
+        plan: list[tuple[str, Callable[[], Result]]] = []
+        if "limit" in cases:
+            plan.append(("limit", lambda: run_limit(rows)))
+        for backend in ("connectorx", "pyarrow"):
+            if f"dlt-{backend}" in cases:
+                plan.append((f"dlt-{backend}", functools.partial(run_dlt, backend, rows)))
+        if "datazones-full" in cases or "datazones-full-nogate" in cases or want_incr or want_cold:
+            plan.append(("datazones-full", full))  # the folder and keys of the last round are kept
         if "datazones-full-nogate" in cases:
-            step("datazones-full-nogate", lambda: run_zones_full(rows, "datazones-full-nogate", gate=False)[0],
-                 repeat)
-        if want_cold and full_res.error:
-            console.print(f"[yellow]skipped {', '.join(want_cold)}: datazones-full failed[/yellow]", highlight=False)
-            results += cold.skipped(want_cold, "datazones-full failed")
-        elif want_cold:  # before the incremental case changes the warm table
-            run = cold.ColdRun(holder["folder"], holder["env"], full_res.detail.get("warm_rows") or rows)
-            for c in want_cold:
-                step(c, functools.partial(run.run, c))
-        if want_incr:
+            plan.append(("datazones-full-nogate",
+                         lambda: run_zones_full(rows, "datazones-full-nogate", gate=False)[0]))
+        if want_worker:
+            plan.append(("worker-full", wfull))
+        runs: dict[str, list[Result]] = {name: [] for name, _ in plan}
+        for i in range(repeat):
+            console.print(f"[bold]round {i + 1} of {repeat}[/bold]: {', '.join(runs)}", highlight=False)
+            for name, fn in plan:
+                if not (runs[name] and runs[name][-1].error):
+                    runs[name].append(_once(name, fn))
+        by = {name: median_run(rs) for name, rs in runs.items() if rs}
+        results += by.values()
+        full_res = by.get("datazones-full")
+        if want_cold and full_res is not None:
+            if full_res.error or runs["datazones-full"][-1].error:
+                console.print(f"[yellow]skipped {', '.join(want_cold)}: datazones-full failed[/yellow]",
+                              highlight=False)
+                results += cold.skipped(want_cold, "datazones-full failed")
+            else:  # before the incremental case changes the warm table
+                run = cold.ColdRun(holder["folder"], holder["env"], full_res.detail.get("warm_rows") or rows)
+                for c in want_cold:
+                    console.print(f"[bold]{c}[/bold] …", highlight=False)
+                    results.append(_once(c, functools.partial(run.run, c)))
+        if want_incr and full_res is not None:
             console.print("[bold]datazones-incremental + datazones-noop[/bold] (1 % churn) …")
-            if full_res.error:
+            if full_res.error or runs["datazones-full"][-1].error:
                 results += [Result(c, error="skipped: datazones-full failed", full_load=False)
                             for c in ("datazones-incremental", "datazones-noop")]
             else:
                 results += incremental_runs(lambda: run_zones_incremental(rows, holder["folder"], holder["env"]),
                                             holder["folder"], repeat, ("datazones-incremental", "datazones-noop"))
-    if set(WORKER_CASES) & set(cases):
-        with warm_worker() as (sock, ready_s):
-            setup.append(f"zones worker on {sock}: ready in {ready_s:.1f} s (imports, once)")
-            console.print(f"[dim]{setup[-1]}[/dim]", highlight=False)
-            wholder: dict[str, Any] = {}
-
-            def wfull() -> Result:
-                res, wholder["folder"], wholder["env"] = run_worker_full(rows, sock)
-                return res
-
-            wres = step("worker-full", wfull, repeat)
-            if {"worker-incremental", "worker-noop"} & set(cases):
-                console.print("[bold]worker-incremental + worker-noop[/bold] (1 % churn) …")
-                if wres.error:
-                    results += [Result(c, error="skipped: worker-full failed", full_load=False)
-                                for c in ("worker-incremental", "worker-noop")]
-                else:
-                    results += incremental_runs(
-                        lambda: run_worker_incremental(rows, wholder["folder"], wholder["env"]), wholder["folder"],
-                        repeat, ("worker-incremental", "worker-noop"))
+        wres = by.get("worker-full")
+        if {"worker-incremental", "worker-noop"} & want_worker and wres is not None:
+            console.print("[bold]worker-incremental + worker-noop[/bold] (1 % churn) …")
+            if wres.error or runs["worker-full"][-1].error:
+                results += [Result(c, error="skipped: worker-full failed", full_load=False)
+                            for c in ("worker-incremental", "worker-noop")]
+            else:
+                results += incremental_runs(
+                    lambda: run_worker_incremental(rows, wholder["folder"], wholder["env"]), wholder["folder"],
+                    repeat, ("worker-incremental", "worker-noop"))
     if "datazones-full-big" in cases:
         setup_secs = data.ensure_table(args.big_rows, setup)
         console.print(f"  big table ready ({setup_secs:.1f} s)", highlight=False)
-        step("datazones-full-big", lambda: run_zones_full(args.big_rows, "datazones-full-big")[0], repeat)
+        console.print("[bold]datazones-full-big[/bold] …", highlight=False)
+        results.append(median_run([_once("datazones-full-big",
+                                         lambda: run_zones_full(args.big_rows, "datazones-full-big")[0])
+                                   for _ in range(repeat)]))
     return results
 
 
