@@ -142,10 +142,10 @@ def zones_env(rows: int) -> dict[str, str]:
 
 
 def promote(case: str, folder: Path, env: dict[str, str], as_of: str, rows: int, *, full_load: bool,
-            gate: bool = True) -> Result:
+            gate: bool = True, preload: bool = False) -> Result:
     config = str(folder / "zones.yaml")
     argv = ([str(ZONES), "promote", "utbetalning", "--config", config, "--json", "--as-of", as_of] if gate
-            else [str(PY), "-m", "tests.bench.nogate_child", config, as_of])
+            else [str(PY), "-m", "tests.bench.nogate_child", config, as_of, *(["--preload"] if preload else [])])
     m = run_measured(argv, env=env if gate else {**env, "PYTHONPATH": str(REPO)}, cwd=folder)
     res = _result(case, m, None)
     res.full_load = full_load
@@ -174,11 +174,13 @@ def _check(res: Result, ok: bool, message: str) -> None:
         res.error = f"check failed: {message}"
 
 
-def run_zones_full(rows: int, name: str, *, gate: bool = True) -> tuple[Result, Path, dict[str, str]]:
+def run_zones_full(rows: int, name: str, *, gate: bool = True,
+                   preload: bool = False) -> tuple[Result, Path, dict[str, str]]:
     """The full promote of the bench table into an empty warm zone; ``gate=False`` is the control run with a
-    pass-through gate instead of GX (the difference is the GX gate's cost)."""
+    pass-through gate instead of GX (the difference is the GX gate's cost); ``preload`` makes that control
+    import first what a warm worker has loaded (GX included) and freeze it, as the worker does."""
     folder, env = zones_folder(name), zones_env(rows)
-    res = promote(name, folder, env, FULL_AS_OF, rows, full_load=True, gate=gate)
+    res = promote(name, folder, env, FULL_AS_OF, rows, full_load=True, gate=gate, preload=preload)
     if not res.error:
         rep = res.detail["report"]
         _check(res, rep["rows_written"] == rows, f"rows_written {rep['rows_written']:,} != {rows:,}")

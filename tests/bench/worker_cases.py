@@ -20,13 +20,14 @@ from tests.bench.cases import (
     ZONES,
     Result,
     promote,
+    run_zones_full,
     run_zones_incremental,
     zones_env,
     zones_folder,
 )
 from tests.bench.measure import child_env
 
-WORKER_CASES = ("worker-full", "worker-incremental", "worker-noop")
+WORKER_CASES = ("worker-full", "worker-full-nogate", "worker-incremental", "worker-noop")
 
 
 @contextmanager
@@ -74,3 +75,14 @@ def run_worker_incremental(rows: int, folder: Path, env: dict[str, str]) -> list
     for r, name in zip(pair, ("worker-incremental", "worker-noop"), strict=True):
         r.case, r.peak_mb, r.cpu_s = name, None, None
     return pair
+
+
+def run_worker_nogate(rows: int) -> Result:
+    """The control of worker-full: the same load with a pass-through gate in a process that first loads what the
+    worker loads (GX included) and freezes it. Its seconds are promote's own time (the preload is not timed),
+    compared with worker-full's promote time: the difference is what GX's validations cost a warm worker."""
+    res = run_zones_full(rows, "datazones-worker-full-nogate", gate=False, preload=True)[0]
+    res.case = "worker-full-nogate"
+    total = ((res.detail.get("report") or {}).get("timings") or {}).get("total")
+    res.seconds, res.cpu_s, res.peak_mb, res.full_load = total, None, None, False
+    return res
