@@ -1,5 +1,6 @@
 """`zones worker`: commands run in forked children of a warm process, with the client's arguments, directory,
-environment and streams; exit codes (a crash included) come back; stale code and strangers are refused."""
+environment and streams; exit codes (a crash included) come back; the socket is owner-only; stale code, malformed
+and silent clients are refused without stopping the worker."""
 
 from __future__ import annotations
 
@@ -124,7 +125,8 @@ def test_the_client_stays_light() -> None:
 
 
 def test_bad_and_silent_clients_do_not_stop_the_worker(tmp_path: Path, worker: Path) -> None:
-    from lifecycle.worker_client import PROTOCOL, recv_message
+    from lifecycle.worker import REQUEST_TIMEOUT
+    from lifecycle.worker_client import recv_message
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:  # not JSON an object: refused, worker lives on
         s.connect(str(worker))
@@ -136,13 +138,12 @@ def test_bad_and_silent_clients_do_not_stop_the_worker(tmp_path: Path, worker: P
         socket.send_fds(s, [b"\x00\x00\x00\x05{bad"], [0, 1, 2])
         reply, _ = recv_message(s)
     assert reply is not None and "bad request" in reply["refused"]
-    assert PROTOCOL == 1
     silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     silent.connect(str(worker))  # connects and says nothing: the worker gives up on it after a few seconds
     try:
         t0 = time.monotonic()
         res = zones("--help", cwd=tmp_path, worker=worker)
         assert res.returncode == 0 and "promote" in res.stdout
-        assert time.monotonic() - t0 < 60
+        assert time.monotonic() - t0 < REQUEST_TIMEOUT + 30  # served once the worker gave up on it
     finally:
         silent.close()
