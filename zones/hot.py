@@ -72,13 +72,20 @@ class HotTable:
 
 
 def reflect(engine: sa.Engine, table: str, schema: str | None = None) -> HotTable:
+    """The hot table's columns and primary key: all datazones reads of it. (Not ``Table(autoload_with=...)``:
+    that also reflects foreign keys, indexes, constraints and comments, 9 catalogue queries on PostgreSQL where
+    these are 2, and ~25 ms of every run.)"""
     insp = sa.inspect(engine)
-    if not insp.has_table(table, schema=schema):
+    try:
+        columns = insp.get_columns(table, schema=schema)
+    except sa.exc.NoSuchTableError:
         where = f"{schema}.{table}" if schema else table
         raise ConfigError(f"table {where!r} does not exist in the hot store {engine.url.render_as_string()!r}",
-                          fix="check `table:`/`schema:` of the dataset, or run `zones demo seed` for the demo")
-    md = sa.MetaData()
-    t = sa.Table(table, md, schema=schema, autoload_with=engine)
+                          fix="check `table:`/`schema:` of the dataset, or run `zones demo seed` for the demo"
+                          ) from None
+    pk = set(insp.get_pk_constraint(table, schema=schema).get("constrained_columns") or ())
+    t = sa.Table(table, sa.MetaData(), *(sa.Column(c["name"], c["type"], nullable=c["nullable"],
+                                                   primary_key=c["name"] in pk) for c in columns), schema=schema)
     cols = {c.name: arrow_type(c.type) for c in t.columns}
     # SQLite stores TIMESTAMPTZ as declared text; our DDL names it TIMESTAMP WITH TIME ZONE / DATETIME.
     if engine.dialect.name == "sqlite":
