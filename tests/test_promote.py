@@ -196,19 +196,23 @@ def test_validate_live_warns_when_no_index_leads_with_the_watermark(backend: dic
     assert found[0].fix.endswith("utbetalning (andrad, utbetalning_id)")
 
 
-def test_incremental_without_changes_commits_an_empty_batch_without_loading_gx(tmp_path: Path) -> None:
+def test_incremental_without_changes_commits_an_empty_batch_without_loading_gx(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Most scheduled incremental runs find nothing new: they must not pay for Great Expectations (~1.5 s to
-    load). With no changed rows the gate is neither prepared nor asked; with changes, the real GX gate runs."""
+    load). With no changed rows the gate is neither prepared nor asked; with changes, the real GX gate runs.
+    Where GX is in memory already (a warm worker) the gate is prepared up front, with the hot table's schema."""
     from typing import Any
 
+    import lifecycle.promote as promote_module
     from quality.gx_gate import GXGate
 
     class Watched(GXGate):  # the real GX gate, counting what promote asks of it
         prepared = checked = 0
 
-        def prepare(self, project: Any) -> None:
+        def prepare(self, project: Any, schema: Any = None) -> None:
             self.prepared += 1
-            super().prepare(project)
+            self.schemas = [*getattr(self, "schemas", []), schema]
+            super().prepare(project, schema)
 
         def check(self, data: Any, **kw: Any) -> Any:
             self.checked += 1
@@ -219,11 +223,19 @@ def test_incremental_without_changes_commits_an_empty_batch_without_loading_gx(t
     ds = project.dataset("utbetalning")
     assert promote(project, "utbetalning", as_of=AS_OF).rows_written > 0
     quiet = Watched("utbetalning", ds)
-    rep = promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=1), gate=quiet)
+    with monkeypatch.context() as m:
+        m.setattr(promote_module, "gx_in_memory", lambda: False)  # as in a fresh process
+        rep = promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=1), gate=quiet)
     assert (rep.mode, rep.rows_read, rep.batches) == ("incremental", 0, 1)
     assert (quiet.prepared, quiet.checked) == (0, 0)
+    warm_worker = Watched("utbetalning", ds)
+    rep = promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=2), gate=warm_worker)
+    assert (rep.mode, rep.rows_read, warm_worker.prepared, warm_worker.checked) == ("incremental", 0, 1, 0)
+    eng = make_engine(project.hot_url)
+    assert warm_worker.schemas[0].names == [c["name"] for c in sa.inspect(eng).get_columns(ds.table)]
+    eng.dispose()
     ledger = Ledger(project.ledger_url)
-    assert ledger.watermark("utbetalning") == (AS_OF + timedelta(hours=1) - timedelta(minutes=2)).isoformat()
+    assert ledger.watermark("utbetalning") == (AS_OF + timedelta(hours=2) - timedelta(minutes=2)).isoformat()
     runs = [r for r in ledger.gate_runs("utbetalning") if r["batch_id"] in rep.batch_ids]
     assert [(r["rows"], r["success"], r["suite"]) for r in runs] == [(0, True, quiet.suite.name)]
     eng = make_engine(project.hot_url)

@@ -370,3 +370,39 @@ def test_memoised_dependency_graphs_give_gx_own_results_page_by_page() -> None:
     assert keys["column_values_to_be_unique(utbetalning_id)"] == 5  # a pair and a triplicate; nulls are not repeats
     assert keys["column_values_to_not_be_null(utbetalning_id)"] == 2
     assert seen[0][4][1] == [163, 163, 170, 170, 170, None, None]
+
+
+def test_a_rehearsed_gate_starts_with_its_graph_built_and_judges_as_gx_does() -> None:
+    """``prepare(schema=...)`` rehearses the suite on an empty batch in the loader thread (a warm worker's small
+    incremental run then finds GX's graph, reflection and compiled queries ready): the first page must reuse that
+    graph, and every page's verdicts, quarantined rows and stored result must equal an unrehearsed gate's."""
+    import pyarrow as pa
+
+    from quality.gx import runner
+    from quality.gx_gate import GXGate
+
+    ds = load(REPO / "zones.yaml").dataset("utbetalning")
+    pages = [_utbetalning_page(1, True), _utbetalning_page(41, False), _keys_page(81)]
+    r = runner()
+
+    def judge(gate: GXGate) -> list[Any]:
+        out = []
+        for t in pages:
+            o = gate.check(t, bad_type=pa.array([False] * t.num_rows), dataset=ds)
+            assert o.result is not None
+            stored = {k: o.result[k] for k in ("success", "statistics", "results")}
+            out.append((o.checks, o.rejected.column("utbetalning_id").to_pylist(), o.reasons.to_pylist(),
+                        json.dumps(stored, sort_keys=True, default=str)))
+        return out
+
+    plain = judge(GXGate("plain", ds))
+    rehearsed = GXGate("rehearsed", ds)
+    rehearsed.prepare(None, schema=pages[0].schema)
+    rehearsed.ready()
+    built = dict(r._graphs.get(rehearsed.table, {}))
+    assert len(built) == 1  # the suite's graph, built before any row arrived
+    first = rehearsed.check(pages[1], bad_type=pa.array([False] * 40), dataset=ds)  # a clean page: no re-run
+    assert first.rejected.num_rows == 0 and dict(r._graphs[rehearsed.table]) == built  # the memo served it
+    got = judge(rehearsed)  # the gates' names (in batch ids and origins) are all that may differ
+    assert repr(got).replace("rehearsed", "plain") == repr(plain) and "rehearsed" in repr(got)
+    assert plain[0][1] == [2, 3, 4, 5, 6, 6, 8]
