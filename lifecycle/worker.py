@@ -2,7 +2,7 @@
 command.
 
 Every ``zones`` process pays ~0.5 s to start Python and import pyarrow, delta-rs, SQLAlchemy and pydantic, and every
-promotion that judges rows pays ~1.4 s more to import Great Expectations. A scheduler that starts a fresh process
+promotion that judges rows pays ~1 s more to import Great Expectations. A scheduler that starts a fresh process
 per run pays both each time. The worker pays them once: it imports everything a command needs, freezes those
 objects out of the garbage collector's way and waits on a Unix socket. For each command it forks; the child
 takes the client's arguments, working directory, environment (keys included) and standard streams, runs the
