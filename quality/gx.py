@@ -76,6 +76,7 @@ from quality.suites import Spec, gx_value
 ROW = "_dz_row"
 _lock = threading.Lock()
 _runner: GXRunner | None = None
+_closed = False  # set by _close() at exit: no new runner after that
 _GRAPH_MEMO_SIZE = 16
 _graph_memo: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("dz_graph_memo", default=None)
 _no_values: contextvars.ContextVar[bool] = contextvars.ContextVar("dz_no_values", default=False)
@@ -394,10 +395,15 @@ def _arrow_name(table: str) -> str:
 
 
 def _close() -> None:
-    global _runner
-    if _runner is not None:
-        _runner.close()
-        _runner = None
+    """At exit: release DuckDB once any validation in flight is done (a gate's rehearsal on its loader thread
+    may still be running when a run that found no rows returns: closing under it aborts the process)."""
+    global _runner, _closed
+    with _lock:
+        _closed = True
+        r, _runner = _runner, None
+    if r is not None:
+        with r.lock:
+            r.close()
 
 
 def runner() -> GXRunner:
@@ -410,6 +416,8 @@ def runner() -> GXRunner:
     """
     global _runner
     with _lock:
+        if _closed:
+            raise RuntimeError("the GX runner is closed: the interpreter is exiting")
         if _runner is None:
             paused = gc.isenabled()
             gc.disable()

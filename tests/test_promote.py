@@ -247,3 +247,36 @@ def test_incremental_without_changes_commits_an_empty_batch_without_loading_gx(
     assert busy.prepared == 1 and busy.checked == rep.batches
     assert assert_warm_matches_hot(project, "utbetalning") > 0
     assert ledger.verify() == []
+
+
+def test_exit_while_a_rehearsal_runs_is_clean(tmp_path: Path) -> None:
+    """A process whose last run found no rows exits while that run's gate may still be rehearsing on its loader
+    thread (GX was in memory from an earlier run): the exit waits for it instead of closing DuckDB under it
+    (which aborted the process or printed a traceback)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import REPO
+
+    script = textwrap.dedent(f"""
+        import sys
+        from datetime import timedelta
+        from pathlib import Path
+        sys.path.insert(0, {str(REPO)!r})
+        from tests.test_promote import AS_OF, seeded_project
+        from lifecycle.promote import promote
+        tmp = Path({str(tmp_path)!r})
+        project = seeded_project({{"hot": f"sqlite:///{{tmp}}/hot.db", "ledger": f"sqlite:///{{tmp}}/l.db"}}, tmp)
+        assert promote(project, "utbetalning", as_of=AS_OF).rows_written > 0
+        for hours in (1, 2, 3):
+            assert promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=hours)).rows_read == 0
+        print("done", flush=True)
+    """)
+    env = {**os.environ, "DATAZONES_PSEUDONYM_KEY": "a" * 64, "DATAZONES_SEAL_KEY": "b" * 64}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                         cwd=tmp_path)
+    assert (out.returncode, out.stdout.strip()) == (0, "done"), out.stderr[-3000:]
+    for sign in ("Traceback", "Exception ignored", "terminate called", "FATAL"):
+        assert sign not in out.stderr, out.stderr[-3000:]
