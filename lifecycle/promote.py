@@ -23,6 +23,7 @@ is re-read next time). Transactions open longer than ``settle_lag + lookback`` n
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -82,6 +83,22 @@ def default_gate(dataset: str, ds: Any) -> Gate:
 def gx_in_memory() -> bool:
     """Great Expectations is imported already (a warm worker, a preloaded Airflow worker, an earlier run)."""
     return "great_expectations" in sys.modules
+
+
+def _prepare(gate: Gate, project: Project, schema: pa.Schema) -> None:
+    """Call the gate's optional ``prepare``: with the batches' schema where it takes one (``schema=``), else as
+    ``prepare(project)`` (gates written before the schema was offered)."""
+    prepare = getattr(gate, "prepare", None)
+    if prepare is None:
+        return
+    try:
+        params = list(inspect.signature(prepare).parameters.values())
+    except (TypeError, ValueError):  # a callable without a signature: the protocol's first form
+        params = []
+    if any(p.name == "schema" or p.kind is p.VAR_KEYWORD for p in params):
+        prepare(project, schema=schema)
+    else:
+        prepare(project)
 
 
 def app_id(dataset: str) -> str:
@@ -165,13 +182,12 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
                     return report
             report.mode = mode
             report.watermark_from = wm
-            prepare = getattr(gate, "prepare", None)
             # GX loads while the first page is extracted. An incremental run loads it only once it has rows (most
             # scheduled runs find none), unless it is in memory already (a warm worker): then the head start is
             # cheap and takes the gate's set-up off the critical path.
-            early = prepare is not None and (mode != "incremental" or gx_in_memory())
-            if prepare is not None and early:
-                prepare(project, schema=hot.arrow_schema)
+            early = hasattr(gate, "prepare") and (mode != "incremental" or gx_in_memory())
+            if early:
+                _prepare(gate, project, hot.arrow_schema)
             _run(project, dataset, ds, plans, keys, ledger, warm, qwarm, gate, reader, limit, mode, lo, hi,
                  cursor, report, progress, prepared=early)
     finally:
@@ -251,7 +267,7 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
                 if ready is not None:  # the one-off GX load and suite check, timed apart from validation
                     t = time.perf_counter()
                     if not prepared:  # loaded only now: most scheduled incremental runs find no rows
-                        getattr(gate, "prepare", lambda *_, **__: None)(project, schema=reader.table.arrow_schema)
+                        _prepare(gate, project, reader.table.arrow_schema)
                     ready()
                     report.add_time("gate_load", time.perf_counter() - t)
                     ready = None

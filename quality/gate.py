@@ -63,8 +63,10 @@ class GateOutcome:
 
 
 class Gate(Protocol):
-    """Judges one extracted batch. A gate may also offer ``prepare(project)`` (start slow set-up while the first
-    page is extracted) and ``ready()`` (wait for it; timed as ``gate_load``): promote calls them when present."""
+    """Judges one extracted batch. A gate may also offer ``prepare(project, schema=None)`` (start slow set-up
+    while the first page is extracted; ``schema`` is the batches' Arrow schema, passed when the signature takes
+    it — ``prepare(project)`` still works) and ``ready()`` (wait for it; timed as ``gate_load``): promote calls
+    them when present."""
 
     def check(self, data: pa.Table, *, bad_type: pa.Array, dataset: Dataset) -> GateOutcome: ...
 

@@ -249,6 +249,35 @@ def test_incremental_without_changes_commits_an_empty_batch_without_loading_gx(
     assert ledger.verify() == []
 
 
+def test_a_gate_with_the_original_prepare_signature_still_works(tmp_path: Path) -> None:
+    """Gates written to the first form of the protocol, ``prepare(project)``, are prepared without ``schema``."""
+    from typing import Any
+
+    from quality.gate import GateOutcome
+
+    class OldGate:
+        def __init__(self) -> None:
+            self.calls: list[tuple[Any, ...]] = []
+
+        def prepare(self, project: Any) -> None:
+            self.calls.append(("prepare", project))
+
+        def ready(self) -> None:
+            self.calls.append(("ready",))
+
+        def check(self, data: Any, **_: Any) -> GateOutcome:
+            import pyarrow as pa
+
+            return GateOutcome(data, data.slice(0, 0), pa.array([], pa.string()), [])
+
+    project = seeded_project({"hot": f"sqlite:///{tmp_path / 'hot.db'}", "ledger": f"sqlite:///{tmp_path / 'l.db'}"},
+                             tmp_path)
+    gate = OldGate()
+    rep = promote(project, "utbetalning", as_of=AS_OF, gate=gate)  # type: ignore[arg-type]
+    assert rep.rows_written > 0
+    assert gate.calls[:2] == [("prepare", project), ("ready",)] and len(gate.calls) == 2
+
+
 def test_exit_while_a_rehearsal_runs_is_clean(tmp_path: Path) -> None:
     """A process whose last run found no rows exits while that run's gate may still be rehearsing on its loader
     thread (GX was in memory from an earlier run): the exit waits for it instead of closing DuckDB under it
