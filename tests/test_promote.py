@@ -249,6 +249,30 @@ def test_incremental_without_changes_commits_an_empty_batch_without_loading_gx(
     assert ledger.verify() == []
 
 
+def test_reflect_reads_columns_and_key_and_names_a_missing_table_or_schema(backend: dict[str, str],
+                                                                           tmp_path: Path) -> None:
+    """Only columns and the primary key are reflected; a missing table — or, on SQLite, a schema that is not an
+    attached database — is a ConfigError with the fix, on both backends."""
+    from zones.errors import ConfigError
+    from zones.hot import reflect
+
+    eng = make_engine(backend["hot"])
+    with eng.begin() as c:
+        c.exec_driver_sql('CREATE TABLE "Mixed" (b INTEGER NOT NULL, a VARCHAR(10) NOT NULL, note TEXT, '
+                          "PRIMARY KEY (b, a))")
+    try:
+        hot = reflect(eng, "Mixed")
+        assert list(hot.columns) == ["b", "a", "note"]
+        assert {c.name for c in hot.table.primary_key} == {"a", "b"}
+        assert [c.nullable for c in hot.table.columns] == [False, False, True]
+        for table, schema in (("nope", None), ("Mixed", "nope")):
+            with pytest.raises(ConfigError, match="does not exist in the hot store") as err:
+                reflect(eng, table, schema)
+            assert "zones demo seed" in str(err.value)
+    finally:
+        eng.dispose()
+
+
 def test_a_gate_with_the_original_prepare_signature_still_works(tmp_path: Path) -> None:
     """Gates written to the first form of the protocol, ``prepare(project)``, are prepared without ``schema``."""
     from typing import Any

@@ -76,13 +76,17 @@ def reflect(engine: sa.Engine, table: str, schema: str | None = None) -> HotTabl
     that also reflects foreign keys, indexes, constraints and comments, 9 catalogue queries on PostgreSQL where
     these are 2, and ~25 ms of every run.)"""
     insp = sa.inspect(engine)
+    where = f"{schema}.{table}" if schema else table
+    missing = ConfigError(f"table {where!r} does not exist in the hot store {engine.url.render_as_string()!r}",
+                          fix="check `table:`/`schema:` of the dataset, or run `zones demo seed` for the demo")
     try:
         columns = insp.get_columns(table, schema=schema)
     except sa.exc.NoSuchTableError:
-        where = f"{schema}.{table}" if schema else table
-        raise ConfigError(f"table {where!r} does not exist in the hot store {engine.url.render_as_string()!r}",
-                          fix="check `table:`/`schema:` of the dataset, or run `zones demo seed` for the demo"
-                          ) from None
+        raise missing from None
+    except sa.exc.OperationalError as exc:  # SQLite: a schema that is not an attached database
+        if engine.dialect.name == "sqlite" and "unknown database" in str(exc.orig):
+            raise missing from None
+        raise
     pk = set(insp.get_pk_constraint(table, schema=schema).get("constrained_columns") or ())
     t = sa.Table(table, sa.MetaData(), *(sa.Column(c["name"], c["type"], nullable=c["nullable"],
                                                    primary_key=c["name"] in pk) for c in columns), schema=schema)
