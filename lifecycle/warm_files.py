@@ -84,7 +84,10 @@ def stats(t: pa.Table, opaque: set[str]) -> str:
             continue  # a truncated max would need rounding up; no bound is always correct
         mins[f.name] = _stat(lo, f.type, upper=False)
         maxs[f.name] = _stat(hi, f.type, upper=True)
-    return json.dumps({"numRecords": t.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+    # Raw UTF-8, not \u escapes: delta-rs decodes an escaped surrogate pair above U+1FFFF 0x10000 too low, and a
+    # max read too low makes MERGE and data skipping pass over the file (a duplicate instead of an update).
+    return json.dumps({"numRecords": t.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls},
+                      ensure_ascii=False)
 
 
 def _partitions(t: pa.Table, by: list[str] | None) -> list[tuple[dict[str, str | None], pa.Table]]:

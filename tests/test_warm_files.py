@@ -216,3 +216,21 @@ def test_opaque_columns_are_delta_length_encoded_on_both_write_paths_and_read_ba
         assert DeltaTable(str(tmp_path / folder)).to_pyarrow_table().sort_by("id").select(OPAQUE).to_pylist() == want
         got = duckdb.sql(f"SELECT pnr, pnr__sealed FROM read_parquet('{tmp_path / folder}/*.parquet') ORDER BY id")
         assert got.fetchall() == [(r["pnr"], r["pnr__sealed"]) for r in want]
+
+
+def test_keys_beyond_the_basic_plane_keep_exact_statistics_and_merge_in_place(tmp_path: Path) -> None:
+    """Statistics of keys outside the Basic Multilingual Plane (CJK Extension B in a name, U+10FFFF) are read
+    back by delta-rs exactly as written, so MERGE's file pruning finds their rows: an update, never a duplicate.
+    (JSON's escaped surrogate pairs were decoded 0x10000 too low by delta-rs.)"""
+    keys = ["a", "\U00020bb7野家", "\U0002a6d6", "\U0001f600", "é", "\U0010ffff", "z"]
+    w = WarmTable(str(tmp_path / "t"))
+    for seq, k in enumerate(keys, start=1):  # one file per key: pruning decides which files MERGE reads
+        w.append(pa.table({"k": [k], "v": [0]}), partition_by=None, app_id="app", seq=seq, meta={})
+    adds = pa.table(DeltaTable(str(tmp_path / "t")).get_add_actions(flatten=True)).to_pylist()
+    assert sorted((r["min.k"], r["max.k"]) for r in adds) == sorted((k, k) for k in keys)
+    w.refresh()
+    done = w.merge(pa.table({"k": keys, "v": [1] * len(keys)}), keys=["k"], newer="v", app_id="app",
+                   seq=len(keys) + 1, meta={})
+    assert done["num_target_rows_inserted"] == 0
+    got = DeltaTable(str(tmp_path / "t")).to_pyarrow_table().sort_by("k").to_pylist()
+    assert got == sorted(({"k": k, "v": 1} for k in keys), key=lambda r: r["k"])
