@@ -151,6 +151,11 @@ def _hoist_configuration() -> None:
     Expectation._dz_hoisted = True  # type: ignore[attr-defined]
 
 
+def _typed(value: Any) -> str:
+    """A memo-key form of a value JSON has no type for (a date, a Decimal, a set): its type and repr."""
+    return f"{type(value).__module__}.{type(value).__qualname__}:{value!r}"
+
+
 def _memoise_graphs() -> None:
     """Fix 7 (module docstring): reuse the expectation-level dependency graphs between pages of a run."""
     from great_expectations.validator.validator import Validator
@@ -165,9 +170,11 @@ def _memoise_graphs() -> None:
         if memo is None or processed_configurations:
             return build(self, expectation_configurations, processed_configurations, catch_exceptions,
                          runtime_configuration)
+        # The configurations' own kwargs, with their types: to_json_dict() would turn date(2025, 1, 1) and
+        # "2025-01-01" (or Decimal and float) into the same key, and one suite would be judged by the other's graph.
         key = json.dumps([id(self._execution_engine), self.active_batch_id, catch_exceptions, _no_values.get(),
-                          runtime_configuration,
-                          [c.to_json_dict() for c in expectation_configurations]], sort_keys=True, default=str)
+                          runtime_configuration, [(c.type, c.kwargs, c.meta) for c in expectation_configurations]],
+                         sort_keys=True, default=_typed)
         hit = memo.get(key)
         if hit is None:
             if len(memo) >= _GRAPH_MEMO_SIZE:  # quarantine re-runs key on which checks failed: keep it bounded

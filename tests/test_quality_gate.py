@@ -406,3 +406,26 @@ def test_a_rehearsed_gate_starts_with_its_graph_built_and_judges_as_gx_does() ->
     got = judge(rehearsed)  # the gates' names (in batch ids and origins) are all that may differ
     assert repr(got).replace("rehearsed", "plain") == repr(plain) and "rehearsed" in repr(got)
     assert plain[0][1] == [2, 3, 4, 5, 6, 6, 8]
+
+
+def test_suites_that_differ_only_in_a_value_type_do_not_share_a_memoised_graph() -> None:
+    """Fix 7 keys its graphs by the configurations: a date and the same date as text (YAML's 2025-01-01 vs
+    "2025-01-01") are different checks and must be judged each by its own graph, as GX does."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from quality.gx_gate import GXGate
+    from quality.suites import Spec, SuiteSpec
+
+    ds = load(REPO / "zones.yaml").dataset("utbetalning")
+    page = pa.table({"s": ["2025-1-1", "2025-01-01", "2025-01-01 00:00:00"]})
+
+    def failed(value: Any) -> int:
+        suite = SuiteSpec("typed.promote", [Spec("expect_column_values_to_be_in_set",
+                                                 {"column": "s", "value_set": [value]}, "quarantine")])
+        out = GXGate("typed", ds, suite=suite).check(page, bad_type=pa.array([False] * 3), dataset=ds)
+        return out.rejected.num_rows
+
+    as_date, as_text = failed(dt.date(2025, 1, 1)), failed("2025-01-01")
+    assert as_text == 2 and as_date != as_text  # text matches one row exactly; DuckDB casts the rows for a date
