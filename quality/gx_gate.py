@@ -12,6 +12,7 @@ The rows SQLite could not read as their declared type (``bad_type``) are a contr
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from datetime import date
 from typing import Any
@@ -48,6 +49,7 @@ class GXGate:
         self._project: Any = None
         self._load_error: BaseException | None = None
         self._schema: pa.Schema | None = None
+        self._names: list[str] = []  # the batch's and the suite's columns: quoted names kept in error messages
 
     def prepare(self, project: Any, schema: pa.Schema | None = None) -> None:
         """Start loading GX (~1-3 s) in the background so it overlaps the first extraction. The first check waits
@@ -134,16 +136,18 @@ class GXGate:
                 wanted = [i for i, x in results.items() if self.suite.specs[i].severity == "quarantine"
                           and (x.result or {}).get("unexpected_count")]
                 rows: dict[int, np.ndarray] = {}
-                if wanted:
+                if wanted:  # every failing row, not GX's first 20 (partial_unexpected_count caps its SQL lists)
                     complete = r.validate(self.table, [self._expectations[i] for i in wanted], self.suite.name,
                                           {"result_format": "COMPLETE", "unexpected_index_column_names": [ROW],
-                                           "return_unexpected_index_query": False})
+                                           "return_unexpected_index_query": False,
+                                           "partial_unexpected_count": max(n, 1)})
                     for x in complete.results:
                         idx = [d[ROW] for d in (x.result or {}).get("unexpected_index_list") or []]
                         rows[int(x.expectation_config.meta["dz"])] = np.asarray(idx, dtype=np.int64)
             finally:
                 r.drop(self.table)
-        checks, masks = self._checks(results, rows, n)
+        self._names = [*staged.column_names, *(c for spec in self.suite.specs for c in spec.columns)]
+        checks, masks = self._checks(results, rows, n, self._names)
         wrong = pc.fill_null(bad_type, False)
         n_wrong = int(pc.sum(wrong).as_py() or 0)
         checks.append(CheckResult("wrong_type", n_wrong, "quarantine", success=n_wrong == 0,
@@ -155,21 +159,19 @@ class GXGate:
         outcome.result = self._scrub(summary.to_json_dict())
         return outcome
 
-    def _checks(self, results: dict[int, Any], rows: dict[int, np.ndarray],
-                n: int) -> tuple[list[CheckResult], list[tuple[str, np.ndarray]]]:
+    def _checks(self, results: dict[int, Any], rows: dict[int, np.ndarray], n: int,
+                names: list[str]) -> tuple[list[CheckResult], list[tuple[str, np.ndarray]]]:
         checks: list[CheckResult] = []
         masks: list[tuple[str, np.ndarray]] = []
         for i, spec in enumerate(self.suite.specs):
             x = results.get(i)
             res = (x.result or {}) if x is not None else {}
-            err = None
-            if x is None:
-                err = "not evaluated"
-            elif (x.exception_info or {}).get("raised_exception"):
-                err = str(x.exception_info.get("exception_message") or "error")[:300]
+            err = "not evaluated" if x is None else raised(x.exception_info, names)
             success = bool(x.success) if x is not None and err is None else False
             unexpected = res.get("unexpected_count")
             failed = int(unexpected) if unexpected is not None else (0 if success else 1)
+            if err is None and i in rows and len(rows[i]) != failed:  # never let an unidentified failing row pass
+                err = f"GX identified {len(rows[i])} of the {failed} failing rows"
             blocking = err is not None or (not success and (
                 spec.severity == "block" or (spec.severity == "quarantine" and spec.mostly is not None)))
             checks.append(CheckResult(spec.name, failed, spec.severity, success=success, blocking=blocking,
@@ -198,9 +200,39 @@ class GXGate:
                     isinstance(obs, int | float) and not isinstance(obs, bool) and not self._touches_personal(spec))):
                 kept["observed_value"] = obs
             x["result"] = kept
-            info = x.get("exception_info") or {}
-            if info.get("raised_exception"):
-                x["exception_info"] = {"raised_exception": True, "exception_message":
-                                       str(info.get("exception_message"))[:300], "exception_traceback": None}
+            message = raised(x.get("exception_info"), self._names)
+            x["exception_info"] = {"raised_exception": message is not None, "exception_message": message,
+                                   "exception_traceback": None}
         return out
 
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def raised(info: dict[str, Any] | None, names: list[str]) -> str | None:
+    """The error of one GX result, or None. GX reports an expectation's own exception as ``{raised_exception,
+    exception_message, ...}`` but a failed metric as ``{metric id: {raised_exception, ...}}``: both count.
+
+    The message is cut before the SQL, its parameters and any traceback, and every quoted literal that is not one
+    of the batch's column names is replaced by ``'…'`` (database errors quote the values they could not read — a
+    personnummer must not reach the ledger or a log), as is every run of six or more digits."""
+    if not info:
+        return None
+    if "raised_exception" in info:
+        hits = [info] if info.get("raised_exception") else []
+    else:
+        hits = [v for v in info.values() if isinstance(v, dict) and v.get("raised_exception")]
+    if not hits:
+        return None
+    text = str(hits[0].get("exception_message") or "error")
+    for cut in ("\n[SQL:", "[SQL:", "\n[parameters:", "Traceback", "\n(Background on this error"):
+        text = text.split(cut, 1)[0]
+    known = set(names)
+
+    def redact(m: re.Match[str]) -> str:
+        q = m.group(0)
+        return q if q[1:-1] in known else q[0] + "…" + q[0]
+
+    text = re.sub(r"\d{6,}", "…", _QUOTED.sub(redact, " ".join(text.split())))
+    return text[:300] or "error"

@@ -408,6 +408,78 @@ def test_a_rehearsed_gate_starts_with_its_graph_built_and_judges_as_gx_does() ->
     assert plain[0][1] == [2, 3, 4, 5, 6, 6, 8]
 
 
+def test_every_failing_row_is_quarantined_not_only_the_first_twenty_gx_lists() -> None:
+    """GX's SQL row lists stop at ``partial_unexpected_count`` (20 unless told): with more failing rows than that
+    per check, every one of them must still go to quarantine, and nothing failing may reach warm."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from quality.gx_gate import GXGate
+
+    ds = load(REPO / "zones.yaml").dataset("utbetalning")
+    t = pa.concat_tables([_utbetalning_page(1 + 40 * k, False) for k in range(10)])  # 400 clean rows
+    cols = {c: t.column(c).to_pylist() for c in t.column_names}
+    want: dict[str, set[int]] = {}
+    for i in range(0, 400, 8):  # 50 negative amounts (netto follows: only the amount check fails)
+        cols["brutto_sek"][i], cols["netto_sek"][i] = -5, -305
+        want.setdefault("column_values_to_be_between(brutto_sek)", set()).add(i)
+    for i in range(1, 400, 12):  # 34 netto mismatches
+        cols["netto_sek"][i] += 1
+        want.setdefault("netto_to_equal_brutto_minus_skatt(netto_sek,brutto_sek,skatt_sek)", set()).add(i)
+    for i in range(2, 400, 15):  # 27 unknown statuses
+        cols["status"][i] = "OKAND"
+        want.setdefault("column_values_to_be_in_set(status)", set()).add(i)
+    for i in range(3, 400, 16):  # 25 periods ending before they start
+        cols["avser_from"][i] = dt.date(2025, 3, 1)
+        want.setdefault("period_to_be_ordered(avser_from,avser_tom)", set()).add(i)
+    for i in range(5, 400, 20):  # 20 pairs of repeated keys: 40 rows
+        cols["utbetalning_id"][i + 1] = cols["utbetalning_id"][i]
+        want.setdefault("column_values_to_be_unique(utbetalning_id)", set()).update({i, i + 1})
+    page = pa.table({c: pa.array(v, t.schema.field(c).type) for c, v in cols.items()})
+    out = GXGate("many", ds).check(page, bad_type=pa.array([False] * 400), dataset=ds)
+    failed = {c.name: c.failed for c in out.checks if c.failed}
+    assert failed == {name: len(rows) for name, rows in want.items()}
+    assert not out.blocked and all(c.error is None for c in out.checks)
+    bad = set().union(*want.values())
+    ids = page.column("utbetalning_id").to_pylist()
+    assert out.rejected.num_rows == len(bad) and out.passed.num_rows == 400 - len(bad)
+    assert sorted(out.rejected.column("utbetalning_id").to_pylist()) == sorted(ids[i] for i in bad)
+    reasons = dict(zip(out.rejected.column("brutto_sek").to_pylist(), out.reasons.to_pylist(), strict=False))
+    assert "column_values_to_be_between(brutto_sek)" in reasons[-5]
+
+
+def test_a_check_gx_cannot_evaluate_blocks_and_its_message_carries_no_values() -> None:
+    """When a metric fails (a renamed column, a value the database cannot compare), GX reports it per metric,
+    not as the expectation's exception: the check must still count as an error and block the batch, even at
+    quarantine severity, and the stored message names the column but never a value from the batch."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from quality.gx_gate import GXGate
+    from quality.suites import Spec, SuiteSpec
+
+    ds = load(REPO / "zones.yaml").dataset("utbetalning")
+    suite = SuiteSpec("errors.promote", [
+        Spec("expect_column_values_to_be_between", {"column": "belopp", "min_value": 0}, "quarantine"),
+        Spec("expect_column_values_to_be_in_set", {"column": "pnr", "value_set": [dt.date(2025, 1, 1)]}, "warn")])
+    page = pa.table({"belopp_sek": [1, 2], "pnr": ["2025-01-01", "191212121212"]})
+    out = GXGate("errors", ds, suite=suite).check(page, bad_type=pa.array([False, False]), dataset=ds)
+    assert out.blocked and out.passed.num_rows == 2 and out.rejected.num_rows == 0
+    errors = {c.name: c.error for c in out.checks if c.name != "wrong_type"}
+    assert all(errors.values()) and all(c.blocking for c in out.checks if c.name in errors)
+    assert '"belopp"' in errors["column_values_to_be_between(belopp)"]
+    stored = json.dumps(out.result, default=str)
+    summary = out.blocking_summary()  # the run's terminal error
+    assert "belopp" in summary and "pnr" in summary
+    for text in (stored, *map(str, errors.values()), summary):
+        assert "1212121212" not in text
+    infos = [r["exception_info"] for r in out.result["results"]]
+    assert all(set(i) == {"raised_exception", "exception_message", "exception_traceback"} for i in infos)
+    assert all(i["raised_exception"] and i["exception_traceback"] is None for i in infos)
+
+
 def test_suites_that_differ_only_in_a_value_type_do_not_share_a_memoised_graph() -> None:
     """Fix 7 keys its graphs by the configurations: a date and the same date as text (YAML's 2025-01-01 vs
     "2025-01-01") are different checks and must be judged each by its own graph, as GX does."""
@@ -429,3 +501,19 @@ def test_suites_that_differ_only_in_a_value_type_do_not_share_a_memoised_graph()
 
     as_date, as_text = failed(dt.date(2025, 1, 1)), failed("2025-01-01")
     assert as_text == 2 and as_date != as_text  # text matches one row exactly; DuckDB casts the rows for a date
+
+
+def test_gx_errors_are_read_in_both_shapes_and_cut_to_names_without_values() -> None:
+    """``raised`` reads an expectation's own exception and a failed metric's alike; the message keeps quoted column
+    names, drops quoted values, long digit runs, the SQL with its parameters and the traceback."""
+    from quality.gx_gate import raised
+
+    message = ('Conversion Error: Could not convert string \'19121212-1212\' to DATE in column "pnr" near "Anna" '
+               "(value 191212121212)\n[SQL: SELECT * FROM t WHERE pnr = $1]\n[parameters: ('191212121212',)]")
+    own = {"raised_exception": True, "exception_message": message, "exception_traceback": "Traceback ..."}
+    metric = {"MetricConfigurationID(metric_name='column_values.in_set.unexpected_count')": own,
+              "MetricConfigurationID(metric_name='table.row_count')": {"raised_exception": False}}
+    want = ("Conversion Error: Could not convert string '…' to DATE in column \"pnr\" near \"…\" (value …)")
+    assert raised(own, ["pnr"]) == raised(metric, ["pnr"]) == want
+    assert raised({"raised_exception": False, "exception_message": None}, ["pnr"]) is None
+    assert raised({}, []) is None and raised(None, []) is None
