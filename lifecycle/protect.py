@@ -316,20 +316,29 @@ def unseal(sealed: ArrowArray, key: bytes, *, aad: bytes) -> pa.StringArray:
     return _null_safe(arr, core)
 
 
-SIV_VERSION = 0x02
+SIV_LEGACY = 0x02  # v2: one key for every column (read only; written up to 0.1.0.dev)
+SIV_VERSION = 0x03  # v3: the key is bound to the dataset and column (the aad)
 SIV_INFO = b"datazones/seal/v2/siv-aes-256-ctr"
+SIV_INFO_V3 = b"datazones/seal/v3/siv-aes-256-ctr"
 
 
-def seal_siv(arr: ArrowArray, pseudonyms: ArrowArray, key: bytes) -> pa.BinaryArray:
+def _siv_key(seal_key: bytes, version: int, aad: bytes) -> bytes:
+    info = SIV_INFO if version == SIV_LEGACY else SIV_INFO_V3 + b"\0" + aad
+    return HKDF(hashes.SHA256(), 32, salt=None, info=info).derive(seal_key)
+
+
+def seal_siv(arr: ArrowArray, pseudonyms: ArrowArray, key: bytes, *, aad: bytes) -> pa.BinaryArray:
     """Seal a column that is also pseudonymised, SIV-style: the pseudonym is the synthetic IV *and* the tag.
 
-    ``0x02 || AES-256-CTR(K, iv = pseudonym[:16] with the counter's top bit cleared, canonical_text(value))``,
-    K = HKDF(seal key, SIV_INFO). This is the SIV construction (Rogaway–Shrimpton deterministic authenticated
-    encryption) with HMAC-SHA-256 under the pseudonym key as its PRF; the IV is not stored again because the
-    pseudonym column holds it. Deterministic, so equal originals give equal ciphertexts — which the pseudonym
-    reveals anyway. Costs one bulk AES pass and no extra HMAC; opening needs both keys (:func:`unseal_siv`).
+    ``0x03 || AES-256-CTR(K, iv = pseudonym[:16] with the counter's top bit cleared, canonical_text(value))``,
+    K = HKDF(seal key, SIV_INFO_V3 || 0 || aad) with aad naming the dataset and column (:func:`~lifecycle.transform.
+    seal_aad`), so a value moved to another column or dataset opens to garbage and fails its proof. This is the SIV
+    construction (Rogaway–Shrimpton deterministic authenticated encryption) with HMAC-SHA-256 under the pseudonym
+    key as its PRF; the IV is not stored again because the pseudonym column holds it. Deterministic, so equal
+    originals give equal ciphertexts — which the pseudonym reveals anyway. Costs one bulk AES pass and no extra
+    HMAC; opening needs both keys (:func:`unseal_siv`).
     """
-    enc_key = HKDF(hashes.SHA256(), 32, salt=None, info=SIV_INFO).derive(key)
+    enc_key = _siv_key(key, SIV_VERSION, aad)
     text = _single(canonical_text(arr))
     ivs = _single(pseudonyms).cast(pa.string())
     if len(text) != len(ivs):
@@ -350,11 +359,13 @@ def _siv_iv(pseudonyms: pa.Array) -> U8:
     return rows
 
 
-def unseal_siv(sealed: ArrowArray, pseudonyms: ArrowArray, keys: Keys) -> pa.StringArray:
-    """Open :func:`seal_siv` values and prove them: HMAC(pseudonym key, original) must equal the pseudonym."""
+def unseal_siv(sealed: ArrowArray, pseudonyms: ArrowArray, keys: Keys, *, aad: bytes) -> pa.StringArray:
+    """Open :func:`seal_siv` values (v3 with ``aad``; v2 ones too) and prove them: HMAC(pseudonym key, original)
+    must equal the pseudonym, under the current pseudonym key or a retired one (values promoted before a key
+    rotation are still authentic)."""
     if keys.seal_key is None:
         raise MissingSecretError("unsealing needs DATAZONES_SEAL_KEY (the archive function's key)")
-    enc_key = HKDF(hashes.SHA256(), 32, salt=None, info=SIV_INFO).derive(keys.seal_key)
+    seal_key = keys.seal_key
     arr, ivs = _single(sealed), _single(pseudonyms).cast(pa.string())
 
     def core(s: pa.Array, pos: I64) -> pa.Array:
@@ -362,18 +373,37 @@ def unseal_siv(sealed: ArrowArray, pseudonyms: ArrowArray, keys: Keys) -> pa.Str
         lens = np.diff(off)
         if (lens < 1).any():
             raise IntegrityError(f"{int((lens < 1).sum())} sealed values are empty (malformed)")
-        version_ok = data[off[:-1]] == SIV_VERSION
+        version = data[off[:-1]]
         keep = np.ones(len(data), bool)
         keep[off[:-1]] = False  # drop each value's version byte
         ct_off, ct = off - np.arange(len(off), dtype=np.int64), data[keep]
         iv_vals = ivs.take(pa.array(pos))
-        text = _binary(ct_off, _ctr_xor(enc_key, _siv_iv(iv_vals), ct_off, ct), pa.string())
-        ok = version_ok & pc.equal(pseudonymise(text, keys.pseudonym_key), iv_vals).to_numpy(zero_copy_only=False)
-        if not ok.all():
-            bad = ~ok
+        iv = _siv_iv(iv_vals)
+        plain = np.empty_like(ct)
+        for v in (SIV_VERSION, SIV_LEGACY):  # one keystream pass per version present (v2 only in old tables)
+            rows = version == v
+            if rows.all():
+                plain = _ctr_xor(_siv_key(seal_key, v, aad), iv, ct_off, ct)
+            elif rows.any():
+                sel = np.flatnonzero(rows)
+                idx = np.flatnonzero(np.repeat(rows, np.diff(ct_off)))  # the bytes of those values
+                sub_off = np.concatenate([[0], np.cumsum(np.diff(ct_off)[sel])]).astype(np.int64)
+                plain[idx] = _ctr_xor(_siv_key(seal_key, v, aad), iv[sel], sub_off, ct[idx])
+        text = _binary(ct_off, plain, pa.string())
+        ok = (version == SIV_VERSION) | (version == SIV_LEGACY)
+        proven = np.zeros(len(ok), bool)
+        for pkey in (keys.pseudonym_key, *keys.retired_pseudonym_keys):
+            todo = ok & ~proven
+            if not todo.any():
+                break
+            sel = pa.array(np.flatnonzero(todo))
+            match = pc.fill_null(pc.equal(pseudonymise(text.take(sel), pkey), iv_vals.take(sel)), False)
+            proven[np.flatnonzero(todo)[match.to_numpy(zero_copy_only=False)]] = True
+        if not proven.all():
+            bad = ~proven
             raise IntegrityError(f"{int(bad.sum())} of {len(arr)} sealed values failed authentication (tampered, "
-                                 f"wrong key or a pseudonym that does not belong to them); first failing index "
-                                 f"{int(pos[np.argmax(bad)])}")
+                                 f"wrong key, another column's value, or a pseudonym that does not belong to "
+                                 f"them); first failing index {int(pos[np.argmax(bad)])}")
         return text
 
     return _null_safe(arr, core)
@@ -381,21 +411,22 @@ def unseal_siv(sealed: ArrowArray, pseudonyms: ArrowArray, keys: Keys) -> pa.Str
 
 def open_sealed(sealed: ArrowArray, keys: Keys, *, aad: bytes, pseudonyms: ArrowArray | None = None
                 ) -> pa.StringArray:
-    """Open a sealed column whatever its format: v1 (:func:`seal`) or v2 (:func:`seal_siv`, needs pseudonyms)."""
+    """Open a sealed column whatever its format: v1 (:func:`seal`) or SIV (:func:`seal_siv`, needs pseudonyms)."""
     if keys.seal_key is None:
         raise MissingSecretError("unsealing needs DATAZONES_SEAL_KEY (the archive function's key)")
     arr = _single(sealed)
     first = pc.binary_slice(arr, 0, 1, 1)
-    siv = pc.fill_null(pc.equal(first, pa.scalar(bytes([SIV_VERSION]), pa.binary())), False)
+    siv = pc.fill_null(pc.is_in(first, pa.array([bytes([SIV_VERSION]), bytes([SIV_LEGACY])], pa.binary())),
+                       False)
     n_siv = int(pc.sum(siv).as_py() or 0)
     if n_siv == 0:
         return unseal(arr, keys.seal_key, aad=aad)
     if pseudonyms is None:
-        raise IntegrityError("these sealed values are SIV-sealed (v2): opening them needs their pseudonym column")
+        raise IntegrityError("these sealed values are SIV-sealed: opening them needs their pseudonym column")
     if n_siv == len(arr) - arr.null_count:
-        return unseal_siv(arr, pseudonyms, keys)
+        return unseal_siv(arr, pseudonyms, keys, aad=aad)
     v1 = pc.invert(siv)
-    out_v2 = unseal_siv(arr.filter(siv), _single(pseudonyms).filter(siv), keys)
+    out_v2 = unseal_siv(arr.filter(siv), _single(pseudonyms).filter(siv), keys, aad=aad)
     out_v1 = unseal(arr.filter(v1), keys.seal_key, aad=aad)
     idx = np.cumsum(siv.to_numpy(zero_copy_only=False)) - 1
     idx1 = np.cumsum(v1.to_numpy(zero_copy_only=False)) - 1
@@ -412,6 +443,8 @@ class Keys:
     pseudonym_key_id: str
     seal_key: bytes | None = field(repr=False)
     seal_key_id: str | None
+    # Pseudonym keys in use before a rotation: only to prove sealed originals promoted under them (archiving)
+    retired_pseudonym_keys: tuple[bytes, ...] = field(default=(), repr=False)
 
     def __repr__(self) -> str:
         return f"Keys(pseudonym_key_id={self.pseudonym_key_id!r}, seal_key_id={self.seal_key_id!r})"
@@ -446,13 +479,21 @@ def _key_id(env: Mapping[str, str], var: str, key: bytes) -> str:
     return given or "k-" + hashlib.sha256(b"datazones-key-id:" + key).hexdigest()[:12]
 
 
+RETIRED = "DATAZONES_PSEUDONYM_KEYS_RETIRED"
+
+
 def load_keys(env: Mapping[str, str] = os.environ, *, need_seal: bool) -> Keys:
-    """Read DATAZONES_PSEUDONYM_KEY (required) and DATAZONES_SEAL_KEY (required if need_seal); fail closed."""
+    """Read DATAZONES_PSEUDONYM_KEY (required) and DATAZONES_SEAL_KEY (required if need_seal); fail closed.
+    DATAZONES_PSEUDONYM_KEYS_RETIRED (optional, comma- or space-separated, each like the key) lists the pseudonym
+    keys used before a rotation: archiving proves the sealed originals promoted under them."""
     pkey = _parse_key(env, "DATAZONES_PSEUDONYM_KEY")
     if pkey is None:
         raise MissingSecretError(f"DATAZONES_PSEUDONYM_KEY is not set; {_HOWTO}")
     skey = _parse_key(env, "DATAZONES_SEAL_KEY")
     if skey is None and need_seal:
         raise MissingSecretError(f"DATAZONES_SEAL_KEY is not set (sealing originals needs it); {_HOWTO}")
+    retired = tuple(k for part in re.split(r"[\s,]+", env.get(RETIRED, "").strip()) if part
+                    if (k := _parse_key({RETIRED: part}, RETIRED)) is not None)
     return Keys(pseudonym_key=pkey, pseudonym_key_id=_key_id(env, "DATAZONES_PSEUDONYM_KEY_ID", pkey),
-                seal_key=skey, seal_key_id=None if skey is None else _key_id(env, "DATAZONES_SEAL_KEY_ID", skey))
+                seal_key=skey, seal_key_id=None if skey is None else _key_id(env, "DATAZONES_SEAL_KEY_ID", skey),
+                retired_pseudonym_keys=retired)

@@ -143,7 +143,7 @@ def to_warm(ds_name: str, ds: Dataset, plans: list[ColumnPlan], data: pa.Table, 
         if p.sealed:
             assert keys.seal_key is not None
             if p.policy == "pseudonymise":  # SIV: the pseudonym is IV and tag, sealing is one bulk AES pass
-                out[p.name + SEALED_SUFFIX] = seal_siv(col, out[p.name], keys.seal_key)
+                out[p.name + SEALED_SUFFIX] = seal_siv(col, out[p.name], keys.seal_key, aad=seal_aad(ds_name, p.name))
             else:
                 out[p.name + SEALED_SUFFIX] = seal(col, keys.seal_key, aad=seal_aad(ds_name, p.name))
     n = data.num_rows

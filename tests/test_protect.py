@@ -285,39 +285,91 @@ def test_keys_repr_hides_key_material() -> None:
         keys.seal_key = b"x" * 32  # type: ignore[misc]
 
 
+def _legacy_siv(values: list[str], pseud: pa.Array) -> list[bytes]:
+    """v2 SIV values as datazones wrote them before the key was bound to the column: one key for all columns."""
+    enc_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"datazones/seal/v2/siv-aes-256-ctr").derive(SEAL_KEY)
+    out = []
+    for value, p in zip(values, pseud.to_pylist(), strict=True):
+        iv = bytearray(bytes.fromhex(p)[:16])
+        iv[12] &= 0x7F
+        ctr = Cipher(algorithms.AES(enc_key), modes.CTR(bytes(iv))).encryptor()
+        out.append(b"\x02" + ctr.update(value.encode()) + ctr.finalize())
+    return out
+
+
 def test_siv_seal_round_trip_subset_and_tamper() -> None:
     from lifecycle.protect import Keys, open_sealed, seal_siv, unseal_siv
 
     keys = Keys(KEY, "p", SEAL_KEY, "s")
     vals = pa.array(["198112189876", None, "åäö", "", "x" * 300, "198112189876"])
     pseud = pseudonymise(vals, KEY)
-    sealed = seal_siv(vals, pseud, SEAL_KEY)
-    assert sealed[0].as_py() == sealed[5].as_py() and sealed[0].as_py()[0] == 2  # deterministic, version 2
+    sealed = seal_siv(vals, pseud, SEAL_KEY, aad=AAD)
+    assert sealed[0].as_py() == sealed[5].as_py() and sealed[0].as_py()[0] == 3  # deterministic, version 3
     assert b"198112189876" not in sealed[0].as_py()
-    assert unseal_siv(sealed, pseud, keys).to_pylist() == vals.to_pylist()
+    assert unseal_siv(sealed, pseud, keys, aad=AAD).to_pylist() == vals.to_pylist()
     order = pa.array([4, 2, 0])
-    assert unseal_siv(sealed.take(order), pseud.take(order), keys).to_pylist() == vals.take(order).to_pylist()
-    assert open_sealed(sealed, keys, aad=b"", pseudonyms=pseud).to_pylist() == vals.to_pylist()
+    assert unseal_siv(sealed.take(order), pseud.take(order), keys, aad=AAD).to_pylist() == vals.take(order).to_pylist()
+    assert open_sealed(sealed, keys, aad=AAD, pseudonyms=pseud).to_pylist() == vals.to_pylist()
     flipped = bytearray(sealed[4].as_py())
     flipped[7] ^= 1
     bad = pa.array([*sealed.to_pylist()[:4], bytes(flipped), sealed[5].as_py()], pa.binary())
     with pytest.raises(IntegrityError, match="first failing index 4"):
-        unseal_siv(bad, pseud, keys)
+        unseal_siv(bad, pseud, keys, aad=AAD)
     swapped = pa.array([pseud[2].as_py(), *pseud.to_pylist()[1:]], pa.string())
     with pytest.raises(IntegrityError, match="1 of 6"):  # a ciphertext moved to another pseudonym is refused
-        unseal_siv(sealed, swapped, keys)
+        unseal_siv(sealed, swapped, keys, aad=AAD)
     with pytest.raises(IntegrityError):
-        unseal_siv(sealed, pseud, Keys(KEY, "p", bytes(32), "s"))  # wrong seal key
+        unseal_siv(sealed, pseud, Keys(KEY, "p", bytes(32), "s"), aad=AAD)  # wrong seal key
+    with pytest.raises(IntegrityError, match="another column's value"):  # pseudonym + seal pasted elsewhere
+        open_sealed(sealed, keys, aad=b"datazones:utbetalning:payee_pnr", pseudonyms=pseud)
+    lost = pa.array([None, *pseud.to_pylist()[1:]], pa.string())
+    with pytest.raises(IntegrityError, match="1 of 6"):  # a sealed value whose pseudonym is missing
+        unseal_siv(sealed, lost, keys, aad=AAD)
 
 
-def test_mixed_v1_and_v2_columns_open() -> None:
+def test_siv_values_sealed_before_the_column_binding_still_open() -> None:
+    """v2 values (one SIV key for every column, written before v3) open next to v3 values in one column."""
+    from lifecycle.protect import Keys, open_sealed, seal_siv
+
+    keys = Keys(KEY, "p", SEAL_KEY, "s")
+    values = ["198112189876", "x" * 40, "åäö", "19811218-9876"]
+    pseud = pseudonymise(pa.array(values), KEY)
+    old, new = _legacy_siv(values, pseud), seal_siv(pa.array(values), pseud, SEAL_KEY, aad=AAD).to_pylist()
+    mixed = pa.array([old[0], new[1], old[2], new[3]], pa.binary())
+    assert open_sealed(mixed, keys, aad=AAD, pseudonyms=pseud).to_pylist() == values
+    assert open_sealed(pa.array(old, pa.binary()), keys, aad=AAD, pseudonyms=pseud).to_pylist() == values
+
+
+def test_originals_promoted_before_a_pseudonym_key_rotation_are_proven_with_the_retired_key() -> None:
+    """After a rotation the archive still proves (and so restores) what was sealed under the old pseudonym key,
+    given that key as retired (DATAZONES_PSEUDONYM_KEYS_RETIRED); without it, the proof fails closed."""
+    from lifecycle.protect import Keys, load_keys, open_sealed, seal_siv
+
+    old_key, new_key = KEY, bytes(range(32, 64))
+    values = ["198112189876", "19811218-9876", "x"]
+    before, after = pseudonymise(pa.array(values), old_key), pseudonymise(pa.array(values), new_key)
+    sealed = pa.concat_arrays([seal_siv(pa.array(values), before, SEAL_KEY, aad=AAD),
+                               seal_siv(pa.array(values), after, SEAL_KEY, aad=AAD)])
+    pseud = pa.concat_arrays([before, after])
+    env = {"DATAZONES_PSEUDONYM_KEY": new_key.hex(), "DATAZONES_SEAL_KEY": SEAL_KEY.hex(),
+           "DATAZONES_PSEUDONYM_KEYS_RETIRED": f" {bytes(range(100, 132)).hex()}, {old_key.hex()} "}
+    keys = load_keys(env, need_seal=True)
+    assert len(keys.retired_pseudonym_keys) == 2 and old_key.hex() not in repr(keys)
+    assert open_sealed(sealed, keys, aad=AAD, pseudonyms=pseud).to_pylist() == values * 2
+    with pytest.raises(IntegrityError, match="3 of 6"):
+        open_sealed(sealed, Keys(new_key, "n", SEAL_KEY, "s"), aad=AAD, pseudonyms=pseud)
+    with pytest.raises(MissingSecretError, match="DATAZONES_PSEUDONYM_KEYS_RETIRED"):
+        load_keys({**env, "DATAZONES_PSEUDONYM_KEYS_RETIRED": "abc"}, need_seal=True)
+
+
+def test_mixed_v1_and_siv_columns_open() -> None:
     from lifecycle.protect import Keys, open_sealed, seal_siv
 
     keys = Keys(KEY, "p", SEAL_KEY, "s")
     vals = pa.array(["a", "bb", None, "dddd"])
     pseud = pseudonymise(vals, KEY)
-    v1, v2 = seal(vals, SEAL_KEY, aad=AAD), seal_siv(vals, pseud, SEAL_KEY)
-    mixed = pa.array([v2[0].as_py(), v1[1].as_py(), None, v2[3].as_py()], pa.binary())
+    v1, v3 = seal(vals, SEAL_KEY, aad=AAD), seal_siv(vals, pseud, SEAL_KEY, aad=AAD)
+    mixed = pa.array([v3[0].as_py(), v1[1].as_py(), None, v3[3].as_py()], pa.binary())
     assert open_sealed(mixed, keys, aad=AAD, pseudonyms=pseud).to_pylist() == vals.to_pylist()
     with pytest.raises(IntegrityError, match="needs their pseudonym column"):
         open_sealed(mixed, keys, aad=AAD)
@@ -331,23 +383,27 @@ def test_mixed_v1_and_v2_columns_open() -> None:
 @pytest.mark.parametrize("native", ["1", "0"], ids=["kernel", "numpy"])
 def test_siv_seal_follows_aes_ctr_exactly_on_every_keystream_path(values: list[str], native: str,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Recompute every SIV byte with cryptography: 0x02 || AES-256-CTR(K, pseudonym[:16], top counter bit cleared),
-    with the keystream applied (and the version bytes placed) by the C kernel and by numpy."""
+    """Recompute every SIV byte with cryptography: 0x03 || AES-256-CTR(K, pseudonym[:16], top counter bit cleared),
+    K = HKDF(seal key, v3 label || 0 || aad), with the keystream applied (and the version bytes placed) by the C
+    kernel and by numpy."""
     from lifecycle.protect import _hex_prefix, seal_siv, unseal_siv
 
     monkeypatch.setenv("DATAZONES_NATIVE_HMAC", native)
 
     pseud = pseudonymise(pa.array(values), KEY)
     assert (_hex_prefix(pseud, 32) == np.array([list(bytes.fromhex(p)) for p in pseud.to_pylist()])).all()
-    sealed = seal_siv(pa.array(values), pseud, SEAL_KEY).to_pylist()
-    enc_key = HKDF(hashes.SHA256(), 32, salt=None, info=b"datazones/seal/v2/siv-aes-256-ctr").derive(SEAL_KEY)
+    sealed = seal_siv(pa.array(values), pseud, SEAL_KEY, aad=AAD).to_pylist()
+    info = b"datazones/seal/v3/siv-aes-256-ctr\0" + AAD
+    enc_key = HKDF(hashes.SHA256(), 32, salt=None, info=info).derive(SEAL_KEY)
     for value, p, blob in zip(values, pseud.to_pylist(), sealed, strict=True):
         iv = bytearray(bytes.fromhex(p)[:16])
         iv[12] &= 0x7F
         ctr = Cipher(algorithms.AES(enc_key), modes.CTR(bytes(iv))).encryptor()
-        assert blob == b"\x02" + ctr.update(value.encode()) + ctr.finalize()
+        assert blob == b"\x03" + ctr.update(value.encode()) + ctr.finalize()
     keys = Keys(KEY, "k", SEAL_KEY, "s")
-    assert unseal_siv(pa.array(sealed, pa.binary()), pseud, keys).to_pylist() == values
+    assert unseal_siv(pa.array(sealed, pa.binary()), pseud, keys, aad=AAD).to_pylist() == values
+    legacy = _legacy_siv(values, pseud)
+    assert unseal_siv(pa.array(legacy, pa.binary()), pseud, keys, aad=AAD).to_pylist() == values
 
 
 def _py_hmac_hex(key: bytes, values: list[bytes | None]) -> list[str | None]:
