@@ -341,6 +341,11 @@ class Ledger:
             self.append(f"{transition}.{status}", dataset=dataset, batch_id=batch_id, conn=c,
                         watermark=watermark, **fields)
 
+    def batch_status(self, batch_id: str) -> str | None:
+        """started | committed | abandoned | blocked, or None for a batch the ledger does not know."""
+        with self.engine.connect() as c:
+            return c.execute(sa.select(batches.c.status).where(batches.c.batch_id == batch_id)).scalar()
+
     def watermark(self, dataset: str) -> str | None:
         with self.engine.connect() as c:
             return c.execute(sa.select(watermarks.c.watermark).where(watermarks.c.dataset == dataset)).scalar()

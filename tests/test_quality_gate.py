@@ -517,3 +517,34 @@ def test_gx_errors_are_read_in_both_shapes_and_cut_to_names_without_values() -> 
     assert raised(own, ["pnr"]) == raised(metric, ["pnr"]) == want
     assert raised({"raised_exception": False, "exception_message": None}, ["pnr"]) is None
     assert raised({}, []) is None and raised(None, []) is None
+
+
+def test_release_refuses_a_batch_an_interrupted_promotion_left_open(tmp_path: Path) -> None:
+    """A crash after quarantining leaves its batch open; the rerun abandons it and re-reads its rows. Releasing it
+    in between would put those rows in warm twice: release refuses, and after the rerun warm equals hot."""
+    import os
+    from datetime import timedelta
+
+    from tests.helpers import assert_warm_matches_hot
+    from zones.errors import TerminalError
+
+    project = _project(tmp_path, None)
+    ids = _ids(project, "SELECT utbetalning_id FROM utbetalning ORDER BY utbetalning_id LIMIT 1 OFFSET 900")
+    _sql(project, f"UPDATE utbetalning SET netto_sek = netto_sek + 5 WHERE utbetalning_id = {ids[0]}")
+    env = {**os.environ, "DATAZONES_FAULT": "after_quarantine:1"}
+    as_of = AS_OF + timedelta(hours=1)  # past the settle lag of every seeded row
+    crashed = subprocess.run([sys.executable, "-m", "tests.fault_runner", str(project.file), "utbetalning",
+                              as_of.isoformat(), "700"], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert crashed.returncode == 137, crashed.stderr[-2000:]
+    open_batch = summary(project, "utbetalning")[0]["batch_id"]
+    ledger = Ledger(project.ledger_url)
+    assert ledger.batch_status(open_batch) == "started"
+    _sql(project, f"UPDATE utbetalning SET netto_sek = netto_sek - 5 WHERE utbetalning_id = {ids[0]}")  # fixed
+    with pytest.raises(TerminalError, match="not committed: its promotion was interrupted"):
+        release(project, "utbetalning", open_batch)
+    rerun = promote(project, "utbetalning", as_of=as_of, batch_rows=700)
+    assert rerun.recovered_batches == 1 and ledger.batch_status(open_batch) == "abandoned"
+    ledger.dispose()
+    assert assert_warm_matches_hot(project, "utbetalning") > 0  # every row once, the fixed one included
+    assert summary(project, "utbetalning") == []
