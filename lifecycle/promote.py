@@ -39,7 +39,7 @@ from typing import Any
 import pyarrow as pa
 
 from lifecycle.ledger import Ledger
-from lifecycle.locks import writer_lock
+from lifecycle.locks import Held, writer_lock
 from lifecycle.protect import Keys, load_keys
 from lifecycle.quarantine import quarantine_rows, remove_batch
 from lifecycle.report import TransitionReport
@@ -155,7 +155,7 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
     as_of = _ts(as_of or datetime.now(UTC))
     defaults = project.config.defaults
     try:
-        with writer_lock(ledger.engine, f"warm.{dataset}", wait=wait_for_lock):
+        with writer_lock(ledger.engine, f"warm.{dataset}", wait=wait_for_lock) as held:
             _recover(ledger, warm, qwarm, dataset, report)
             wm = ledger.watermark(dataset)
             cursor: tuple[Any, ...] | None = None
@@ -189,7 +189,7 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
             if early:
                 _prepare(gate, project, hot.arrow_schema)
             _run(project, dataset, ds, plans, keys, ledger, warm, qwarm, gate, reader, limit, mode, lo, hi,
-                 cursor, report, progress, prepared=early)
+                 cursor, report, progress, prepared=early, held=held)
     finally:
         reader.close()
         engine.dispose()
@@ -205,7 +205,7 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
 def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger: Ledger, warm: WarmTable,
          qwarm: WarmTable, gate: Gate, reader: HotReader, limit: int, mode: str, lo: datetime | None,
          hi: datetime, cursor: tuple[Any, ...] | None, report: TransitionReport,
-         progress: Callable[[int], None] | None, *, prepared: bool) -> None:
+         progress: Callable[[int], None] | None, *, prepared: bool, held: Held) -> None:
     """Three stages overlap: extract page k+1 ‖ gate + transform page k ‖ commit page k-1 (in seq order)."""
     committer = ThreadPoolExecutor(1, thread_name_prefix="dz-commit")
     pages: queue.Queue[tuple[Page | BaseException | None, float]] = queue.Queue(maxsize=1)
@@ -225,6 +225,7 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
     extractor = threading.Thread(target=produce, name="dz-extract", daemon=True)
 
     def commit(rows: pa.Table | None, seq: int, batch_id: str, n: int, rejected: int, final: bool) -> None:
+        held.verify()  # never write to Delta, or finish a batch, without the lock
         if rows is not None:
             t = time.perf_counter()
             _commit(warm, rows, ds, partition, mode, dataset, seq, batch_id, keys, report)

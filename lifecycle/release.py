@@ -129,13 +129,14 @@ def release(project: Project, dataset: str, batch_id: str, *, gate: Gate | None 
         warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"),
                          opaque_columns=crypto_columns(plans), dense_columns=dense_columns(ds))
         qwarm = WarmTable(project.quarantine_uri(dataset), project.storage_options("warm"))
-        with writer_lock(ledger.engine, f"warm.{dataset}", wait=True):
+        with writer_lock(ledger.engine, f"warm.{dataset}", wait=True) as held:
             status = ledger.batch_status(batch_id)
             if status != "committed":  # an interrupted promotion: its rerun abandons the batch and re-reads its
                 raise TerminalError(  # rows, so releasing them now would put them in warm twice
                     f"batch {batch_id} of {dataset!r} is {status or 'unknown to the ledger'}, not committed: "
                     f"its promotion was interrupted. Run `zones promote {dataset}` first (it repairs the batch and "
                     "re-judges its rows), then release what is still quarantined")
+            held.verify()
             if passed.num_rows:
                 out = to_warm(dataset, ds, plans, passed, keys, "")
                 out = out.set_column(out.schema.get_field_index("_dz_batch"), "_dz_batch",

@@ -333,3 +333,50 @@ def test_exit_while_a_rehearsal_runs_is_clean(tmp_path: Path) -> None:
     assert (out.returncode, out.stdout.strip()) == (0, "done"), out.stderr[-3000:]
     for sign in ("Traceback", "Exception ignored", "terminate called", "FATAL"):
         assert sign not in out.stderr, out.stderr[-3000:]
+
+
+def test_a_run_that_loses_its_postgresql_writer_lock_stops_before_writing(pg_schema: str, tmp_path: Path) -> None:
+    """The advisory lock lives as long as its session. The session is not left idle in a transaction, and when it
+    ends mid-run (here: terminated while the first page is judged) the run stops before its Delta commit; the
+    rerun repairs the open batch and warm equals hot."""
+    from typing import Any
+
+    import pyarrow as pa
+
+    from quality.gate import GateOutcome
+    from tests.conftest import pg_url
+    from tests.helpers import assert_warm_matches_hot
+    from zones.errors import LockHeldError
+
+    backend = {"hot": pg_url(pg_schema), "ledger": pg_url(pg_schema)}
+    project = seeded_project(backend, tmp_path, datasets=["utbetalning"])
+    admin = make_engine(pg_url(pg_schema))
+
+    def lock_sessions() -> list[tuple[int, str]]:
+        with admin.connect() as c:
+            return [tuple(r) for r in c.execute(sa.text(
+                "SELECT a.pid, a.state FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()"))]
+
+    class Killer:  # passes every row; on the first page it ends the lock's session, as a network drop would
+        def __init__(self) -> None:
+            self.seen: list[list[tuple[int, str]]] = []
+
+        def check(self, data: Any, **_: Any) -> GateOutcome:
+            if not self.seen:
+                sessions = lock_sessions()
+                self.seen.append(sessions)
+                with admin.connect() as c:
+                    for pid, _state in sessions:
+                        c.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            return GateOutcome(data, data.slice(0, 0), pa.array([], pa.string()), [])
+
+    killer = Killer()
+    with pytest.raises(LockHeldError, match="was lost"):
+        promote(project, "utbetalning", as_of=AS_OF, gate=killer, batch_rows=700)  # type: ignore[arg-type]
+    assert len(killer.seen[0]) == 1 and killer.seen[0][0][1] == "idle"  # not "idle in transaction"
+    assert WarmTable(project.warm_table_uri("utbetalning")).count() == 0  # nothing written without the lock
+    assert promote(project, "utbetalning", as_of=AS_OF, batch_rows=700).recovered_batches == 1
+    assert assert_warm_matches_hot(project, "utbetalning") > 0
+    assert lock_sessions() == []
+    admin.dispose()
