@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -48,13 +48,14 @@ from lifecycle.warm import WarmTable
 from quality.gate import Gate, GateOutcome
 from zones.config import Project
 from zones.errors import TerminalError
-from zones.hot import HotReader, Page, make_engine, reflect
+from zones.hot import HotReader, Page, clock, make_engine, reflect
 
 log = logging.getLogger("datazones.promote")
 TRANSITION = "promote"
 FAULT_POINTS = ("after_extract", "after_batch_start", "after_quarantine", "after_delta_commit",
                 "after_ledger_commit", "after_last_page")
 _hits: dict[str, int] = {}
+CLOCK_SLACK = timedelta(seconds=2)  # the hot store's clock may count whole seconds (SQLite)
 
 
 def fault(point: str) -> None:
@@ -99,6 +100,20 @@ def _prepare(gate: Gate, project: Project, schema: pa.Schema) -> None:
         prepare(project, schema=schema)
     else:
         prepare(project)
+
+
+def _bounded_as_of(as_of: str | datetime | None, hot_now: datetime) -> datetime:
+    """The run's as-of time, never past the hot store's clock: the watermark would pass rows that are yet to be
+    written (and ``settle_lag``/``lookback`` would not bring them back once the skew exceeds them). By default the
+    earlier of this host's clock and the hot store's; a later explicit time is refused."""
+    if as_of is None:
+        return min(datetime.now(UTC), hot_now)
+    t = _ts(as_of)
+    if t > hot_now + CLOCK_SLACK:
+        raise TerminalError(f"as-of {t.isoformat()} is later than the hot store's clock ({hot_now.isoformat()}): "
+                            "rows written between the two would be skipped for good. Give a time at or before "
+                            "the hot store's, or leave --as-of out (it defaults to now)")
+    return t
 
 
 def app_id(dataset: str) -> str:
@@ -152,7 +167,7 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
     gate = gate or default_gate(dataset, ds)
     reader = HotReader(engine, hot, key=list(ds.primary_key), watermark=ds.watermark)
     limit = batch_rows or project.batch_rows(ds)
-    as_of = _ts(as_of or datetime.now(UTC))
+    as_of = _bounded_as_of(as_of, clock(engine))
     defaults = project.config.defaults
     try:
         with writer_lock(ledger.engine, f"warm.{dataset}", wait=wait_for_lock) as held:

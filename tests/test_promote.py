@@ -380,3 +380,26 @@ def test_a_run_that_loses_its_postgresql_writer_lock_stops_before_writing(pg_sch
     assert assert_warm_matches_hot(project, "utbetalning") > 0
     assert lock_sessions() == []
     admin.dispose()
+
+
+def test_an_as_of_past_the_hot_stores_clock_is_refused(backend: dict[str, str], tmp_path: Path) -> None:
+    """A watermark ahead of the hot store's clock would pass rows not yet written (lost for good once the skew
+    exceeds settle_lag + lookback): an explicit later --as-of is refused before anything is read; the default
+    as-of never runs ahead of the hot clock."""
+    from zones.errors import TerminalError
+    from zones.hot import clock
+
+    project = seeded_project(backend, tmp_path, datasets=["utbetalning"])
+    eng = make_engine(project.hot_url)
+    hot_now = clock(eng)
+    eng.dispose()
+    assert abs((hot_now - datetime.now(UTC)).total_seconds()) < 5  # same machine: the clocks agree
+    with pytest.raises(TerminalError, match="later than the hot store's clock"):
+        promote(project, "utbetalning", as_of=hot_now + timedelta(hours=2))
+    ledger = Ledger(project.ledger_url)
+    assert ledger.watermark("utbetalning") is None and ledger.last_batch("utbetalning") is None
+    rep = promote(project, "utbetalning")  # as-of now
+    eng = make_engine(project.hot_url)
+    assert rep.rows_written > 0 and datetime.fromisoformat(ledger.watermark("utbetalning") or "") <= clock(eng)
+    eng.dispose()
+    ledger.dispose()

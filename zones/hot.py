@@ -34,6 +34,16 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, **kw)
 
 
+def clock(engine: sa.Engine) -> datetime:
+    """The hot store's current time (UTC): the clock its watermarks come from."""
+    with engine.connect() as c:
+        v = c.execute(sa.select(sa.func.current_timestamp())).scalar()
+    if isinstance(v, str):  # SQLite: 'YYYY-MM-DD HH:MM:SS' in UTC
+        v = datetime.fromisoformat(v)
+    assert isinstance(v, datetime)
+    return v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+
+
 def arrow_type(t: sa.types.TypeEngine[Any]) -> pa.DataType:
     """Map a reflected SQL type to the Arrow type warm stores."""
     if isinstance(t, sa.BigInteger):
