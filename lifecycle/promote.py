@@ -43,7 +43,15 @@ from lifecycle.locks import Held, writer_lock
 from lifecycle.protect import Keys, load_keys
 from lifecycle.quarantine import quarantine_rows, remove_batch
 from lifecycle.report import TransitionReport
-from lifecycle.transform import constant, crypto_columns, dense_columns, needs_seal_key, plan_columns, to_warm
+from lifecycle.transform import (
+    comparable_columns,
+    constant,
+    crypto_columns,
+    dense_columns,
+    needs_seal_key,
+    plan_columns,
+    to_warm,
+)
 from lifecycle.warm import WarmTable
 from quality.gate import Gate, GateOutcome
 from zones.config import Project
@@ -243,7 +251,7 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
         held.verify()  # never write to Delta, or finish a batch, without the lock
         if rows is not None:
             t = time.perf_counter()
-            _commit(warm, rows, ds, partition, mode, dataset, seq, batch_id, keys, report)
+            _commit(warm, rows, ds, partition, mode, dataset, seq, batch_id, keys, report, compare)
             report.add_time("write", time.perf_counter() - t)
             fault("after_delta_commit")
         t = time.perf_counter()
@@ -263,6 +271,7 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
 
     pending: Future[None] | None = None
     partition = ["_dz_period"] if ds.partition_by != "none" else None
+    compare = comparable_columns(plans, ds)
     ready: Callable[[], None] | None = getattr(gate, "ready", None)
     extractor.start()
     try:
@@ -358,7 +367,7 @@ def _block(ledger: Ledger, dataset: str, outcome: GateOutcome, lo: datetime | No
 
 
 def _commit(warm: WarmTable, rows: pa.Table, ds: Any, partition: list[str] | None, mode: str, dataset: str,
-            seq: int, batch_id: str, keys: Keys, report: TransitionReport) -> None:
+            seq: int, batch_id: str, keys: Keys, report: TransitionReport, compare: list[str]) -> None:
     aid = app_id(dataset)
     if warm.committed(aid) >= seq:  # Delta records app transactions but does not enforce them: we do.
         log.warning("batch %s already in Delta (txn %s); not writing it again", batch_id, seq)
@@ -375,5 +384,5 @@ def _commit(warm: WarmTable, rows: pa.Table, ds: Any, partition: list[str] | Non
         warm.append(rows, partition_by=partition, app_id=aid, seq=seq, meta=meta, merge_schema=new_cols)
     else:
         warm.merge(rows, keys=list(ds.primary_key), newer=ds.watermark, app_id=aid, seq=seq, meta=meta,
-                   merge_schema=new_cols)
+                   merge_schema=new_cols, compare=compare)
     report.bytes_written += sum(v for k, v in warm.file_sizes().items() if k not in before)

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from lifecycle.ledger import Ledger
 from lifecycle.locks import writer_lock
 from lifecycle.protect import Keys, load_keys, open_sealed
-from lifecycle.transform import constant, crypto_columns, dense_columns, plan_columns, to_warm
+from lifecycle.transform import comparable_columns, constant, crypto_columns, dense_columns, plan_columns, to_warm
 from lifecycle.warm import WarmTable
 from quality.gate import Gate
 from zones.config import Project
@@ -146,6 +146,7 @@ def release(project: Project, dataset: str, batch_id: str, *, gate: Gate | None 
                 partition = ["_dz_period"] if ds.partition_by != "none" else None
                 if warm.exists():
                     warm.merge(out, keys=pk, newer=ds.watermark, app_id=aid, seq=warm.committed(aid) + 1,
+                               compare=comparable_columns(plans, ds),
                                meta=meta, merge_schema=warm.check_schema(out.schema))
                 else:
                     warm.append(out, partition_by=partition, app_id=aid, seq=1, meta=meta, merge_schema=False)

@@ -120,6 +120,15 @@ def crypto_columns(plans: list[ColumnPlan]) -> list[str]:
     return out + [p.name + SEALED_SUFFIX for p in plans if p.sealed]
 
 
+def comparable_columns(plans: list[ColumnPlan], ds: Dataset) -> list[str]:
+    """Warm columns that are a function of the hot row (so equal rows give equal values): what MERGE compares
+    when a re-read row has the same watermark as warm's. Leaves out the key and watermark (equal by then) and
+    randomised seals (v1: a fresh IV each time); a change seen only in those is not told apart."""
+    skip = {*ds.primary_key, ds.watermark}
+    out = [p.name for p in plans if p.policy != "drop" and p.name not in skip]
+    return out + [p.name + SEALED_SUFFIX for p in plans if p.sealed and p.policy == "pseudonymise"]
+
+
 def dense_columns(ds: Dataset) -> list[str]:
     """Columns with nearly every value distinct (the key, the watermark): written without a Parquet dictionary."""
     return list(dict.fromkeys([*ds.primary_key, ds.watermark]))

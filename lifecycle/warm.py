@@ -145,9 +145,18 @@ class WarmTable:
         return True
 
     def merge(self, data: pa.Table, *, keys: list[str], newer: str, app_id: str, seq: int,
-              meta: dict[str, str], merge_schema: bool = False) -> dict[str, Any]:
-        """MERGE by key: insert new rows, update a row only if the source version is newer (latest wins)."""
+              meta: dict[str, str], merge_schema: bool = False, compare: list[str] | None = None
+              ) -> dict[str, Any]:
+        """MERGE by key: insert new rows, update a row if the source version is newer (latest wins) — or, with
+        ``compare``, as new but different in one of those columns: a second change within one tick of the
+        watermark's clock, read later, is the later version."""
         on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
+        when = f's."{newer}" > t."{newer}"'
+        current = self.schema()
+        both = [c for c in compare or [] if c in data.column_names and (current is None or c in current.names)]
+        if both:
+            differs = " OR ".join(f'(s."{c}" IS DISTINCT FROM t."{c}")' for c in both)
+            when = f'{when} OR (s."{newer}" = t."{newer}" AND ({differs}))'
         metrics = (
             # streamed_exec=False lets delta-rs derive an early pruning predicate from the source's key range,
             # so only files whose key statistics overlap the changed rows are read and rewritten.
@@ -155,7 +164,7 @@ class WarmTable:
                              streamed_exec=False,
                              writer_properties=_writer_props(self.opaque_columns, self.dense_columns),
                              commit_properties=_commit(app_id, seq, meta))
-            .when_matched_update_all(predicate=f's."{newer}" > t."{newer}"')
+            .when_matched_update_all(predicate=when)
             .when_not_matched_insert_all()
             .execute()
         )

@@ -403,3 +403,34 @@ def test_an_as_of_past_the_hot_stores_clock_is_refused(backend: dict[str, str], 
     assert rep.rows_written > 0 and datetime.fromisoformat(ledger.watermark("utbetalning") or "") <= clock(eng)
     eng.dispose()
     ledger.dispose()
+
+
+def test_a_second_change_within_one_watermark_tick_reaches_warm(backend: dict[str, str], tmp_path: Path) -> None:
+    """Two versions of a row with the same watermark value (a clock counting whole seconds, or PostgreSQL's now()
+    at transaction start): the one read later, inside the lookback window, is the later version and wins."""
+    project = seeded_project(backend, tmp_path, datasets=["utbetalning"])
+    promote(project, "utbetalning", as_of=AS_OF)
+    eng = make_engine(project.hot_url)
+    key = 7
+    t = AS_OF + timedelta(days=1)
+
+    def set_status(status: str) -> None:
+        with eng.begin() as c:
+            c.execute(sa.text("UPDATE utbetalning SET status = :s, andrad = :t WHERE utbetalning_id = :k"),
+                      {"s": status, "t": t if backend["name"] == "postgresql" else t.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                       "k": key})
+
+    def warm_status() -> str:
+        rows = WarmTable(project.warm_table_uri("utbetalning")).to_arrow(columns=["utbetalning_id", "status"])
+        return next(r["status"] for r in rows.to_pylist() if r["utbetalning_id"] == key)
+
+    set_status("ATERKRAVD")
+    promote(project, "utbetalning", as_of=t + timedelta(minutes=10))
+    assert warm_status() == "ATERKRAVD"
+    again = promote(project, "utbetalning", as_of=t + timedelta(minutes=15))  # re-reads it, unchanged
+    assert again.rows_read == 1 and warm_status() == "ATERKRAVD"
+    set_status("MAKULERAD")  # the same watermark value
+    promote(project, "utbetalning", as_of=t + timedelta(minutes=20))
+    assert warm_status() == "MAKULERAD"
+    eng.dispose()
+    assert assert_warm_matches_hot(project, "utbetalning") > 0
