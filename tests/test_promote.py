@@ -434,3 +434,27 @@ def test_a_second_change_within_one_watermark_tick_reaches_warm(backend: dict[st
     assert warm_status() == "MAKULERAD"
     eng.dispose()
     assert assert_warm_matches_hot(project, "utbetalning") > 0
+
+
+def test_sqlite_timestamp_text_is_read_with_its_offset_fraction_and_date_forms(tmp_path: Path) -> None:
+    """SQLite holds timestamps as text in whatever form the application wrote: an offset is applied (not cut
+    off), text without one is UTC, a 'T' or ' ' separator, any fraction (beyond µs cut), a date alone."""
+    from zones.hot import HotReader, reflect
+
+    eng = make_engine(f"sqlite:///{tmp_path / 'hot.db'}")
+    forms = {1: "2026-01-02 10:00:00+02:00", 2: "2026-01-02 08:00:00.500000+00:00", 3: "2026-01-02T08:00:00Z",
+             4: "2026-01-02 08:00:00", 5: "2026-01-02 08:00:00.1234567", 6: "2026-01-02", 7: "2026-01-02 09:30-0130"}
+    with eng.begin() as c:
+        c.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, at DATETIME)")
+        for k, v in forms.items():
+            c.exec_driver_sql("INSERT INTO t VALUES (?, ?)", (k, v))
+    hot = reflect(eng, "t")
+    page = HotReader(eng, hot, key=["id"], watermark="at").page(hi=datetime(2027, 1, 1, tzinfo=UTC), lo=None,
+                                                                 after=None, limit=100)
+    eng.dispose()
+    assert not any(page.bad_type.to_pylist())
+    got = dict(zip(page.data.column("id").to_pylist(), page.data.column("at").to_pylist(), strict=True))
+    base = datetime(2026, 1, 2, 8, tzinfo=UTC)
+    assert got == {1: base, 2: base + timedelta(microseconds=500_000), 3: base, 4: base,
+                   5: base + timedelta(microseconds=123_456), 6: datetime(2026, 1, 2, tzinfo=UTC),
+                   7: datetime(2026, 1, 2, 11, tzinfo=UTC)}

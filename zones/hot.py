@@ -143,8 +143,14 @@ def _convert_strict(vals: list[Any], target: pa.DataType) -> pa.Array:
         raw = pa.array(vals, pa.string())
         if pa.types.is_date(target):
             return raw.cast(pa.date32())
-        naive = pc.replace_substring(pc.utf8_slice_codeunits(raw, 0, 26), "T", " ").cast(pa.timestamp("us"))
-        return naive.cast(target)
+        # ISO text as SQLite holds it: 'T' or ' ', an optional fraction (more than 6 digits cut to µs) and an
+        # optional offset (Z, +hh:mm, -hhmm), applied; text without one is UTC. A date alone is its midnight.
+        text = pc.replace_substring_regex(raw, r"^(\d{4}-\d\d-\d\d)T", r"\1 ")
+        text = pc.replace_substring_regex(text, r"^(\d{4}-\d\d-\d\d)$", r"\1 00:00:00")
+        text = pc.replace_substring_regex(text, r"(\.\d{6})\d+", r"\1")
+        zoned = pc.match_substring_regex(text, r"\d:\d\d(:\d\d(\.\d+)?)? ?(Z|[+-]\d\d(:?\d\d)?)$")
+        text = pc.if_else(zoned, text, pc.binary_join_element_wise(text, pa.scalar("+00:00"), pa.scalar("")))
+        return text.cast(pa.timestamp("us", tz="UTC")).cast(target)
     if pa.types.is_boolean(target):
         if not all(v in (0, 1, None) or isinstance(v, bool) for v in vals):
             raise TypeError("not a boolean")
