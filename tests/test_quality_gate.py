@@ -548,3 +548,25 @@ def test_release_refuses_a_batch_an_interrupted_promotion_left_open(tmp_path: Pa
     ledger.dispose()
     assert assert_warm_matches_hot(project, "utbetalning") > 0  # every row once, the fixed one included
     assert summary(project, "utbetalning") == []
+
+
+def test_a_rejected_row_reread_in_the_lookback_is_quarantined_once_and_a_released_one_stays_released(
+        tmp_path: Path) -> None:
+    """Every incremental run re-reads the lookback window: a row version already in quarantine is not added
+    again (one open entry, not one per run), and once released it is not quarantined anew."""
+    from datetime import timedelta
+
+    project = _project(tmp_path, None)
+    promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=1))
+    key = _ids(project, "SELECT utbetalning_id FROM utbetalning ORDER BY utbetalning_id LIMIT 1 OFFSET 5")[0]
+    t = AS_OF + timedelta(days=1)
+    _sql(project, f"UPDATE utbetalning SET netto_sek = netto_sek + 5, andrad = '{t:%Y-%m-%d %H:%M:%S.%f}' "
+                  f"WHERE utbetalning_id = {key}")
+    reports = [promote(project, "utbetalning", as_of=t + timedelta(minutes=m)) for m in (10, 30, 50)]
+    assert [r.rows_quarantined for r in reports] == [1, 1, 1]  # the gate rejects it each time it is read
+    entries = summary(project, "utbetalning")
+    assert [(e["open"], e["released"]) for e in entries] == [(1, 0)]  # but it is held once
+    over = release(project, "utbetalning", entries[0]["batch_id"], override_by="anna.steward", reason="case 17")
+    assert over.released == 1 and str(key) in _warm_keys(project, "utbetalning")
+    promote(project, "utbetalning", as_of=t + timedelta(minutes=55))  # re-read once more
+    assert [(e["open"], e["released"]) for e in summary(project, "utbetalning")] == [(0, 1)]
