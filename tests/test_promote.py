@@ -458,3 +458,26 @@ def test_sqlite_timestamp_text_is_read_with_its_offset_fraction_and_date_forms(t
     assert got == {1: base, 2: base + timedelta(microseconds=500_000), 3: base, 4: base,
                    5: base + timedelta(microseconds=123_456), 6: datetime(2026, 1, 2, tzinfo=UTC),
                    7: datetime(2026, 1, 2, 11, tzinfo=UTC)}
+
+
+def test_a_full_load_quarantines_rows_without_a_watermark_instead_of_skipping_them(pg_schema: str,
+                                                                                   tmp_path: Path) -> None:
+    """A row whose watermark is NULL matches no watermark window: the full load reads it anyway, so the gate's
+    not-null check puts it in quarantine with its reason — every hot row is in warm or in quarantine."""
+    from lifecycle.release import summary
+    from tests.conftest import pg_url
+    from tests.helpers import assert_warm_matches_hot
+
+    project = seeded_project({"hot": pg_url(pg_schema), "ledger": pg_url(pg_schema)}, tmp_path,
+                             datasets=["utbetalning"])
+    eng = make_engine(project.hot_url)
+    with eng.begin() as c:
+        c.execute(sa.text("ALTER TABLE utbetalning ALTER COLUMN andrad DROP NOT NULL"))
+        c.execute(sa.text("UPDATE utbetalning SET andrad = NULL WHERE utbetalning_id = 11"))
+        total = c.execute(sa.text("SELECT count(*) FROM utbetalning")).scalar()
+    eng.dispose()
+    rep = promote(project, "utbetalning", as_of=AS_OF, batch_rows=700)
+    assert (rep.rows_read, rep.rows_quarantined) == (total, 1)
+    held = summary(project, "utbetalning")
+    assert [(e["open"], e["reasons"]) for e in held] == [(1, {"column_values_to_not_be_null(andrad)": 1})]
+    assert assert_warm_matches_hot(project, "utbetalning") == total - 1

@@ -227,9 +227,10 @@ class HotReader:
         wm: sa.ColumnElement[Any] = t.c[self.watermark]
         if not self.is_postgres:  # SQLite stores timestamps as text in a fixed, sortable format
             wm = sa.type_coerce(wm, sa.String)
-        conds = [wm <= self._wm_value(hi)]
-        if lo is not None:
-            conds.append(wm > self._wm_value(lo))
+        if lo is None:  # a full load also reads rows without a watermark: the gate quarantines them, visibly
+            conds = [sa.or_(wm <= self._wm_value(hi), wm.is_(None))]
+        else:
+            conds = [wm <= self._wm_value(hi), wm > self._wm_value(lo)]
         keys = [t.c[k] for k in self.key]
         if after is not None:
             conds.append(keys[0] > after[0] if len(keys) == 1 else sa.tuple_(*keys) > sa.tuple_(*after))
