@@ -102,7 +102,7 @@ def verify_and_receipt(project: Project, ref: str, out_dir: Path | None) -> tupl
     target.mkdir(parents=True, exist_ok=True)
     (target / "receipt.json").write_text(receipt.to_json(), encoding="utf-8")
     (target / "receipt.html").write_text(receipt.to_html(), encoding="utf-8")
-    ok = result.ok and (not validator.available or validator.valid) and bool(recon.get("ok", True))
+    ok = bool(receipt.data["verdict"]["accepted"])  # the exit code says what the receipt says
     ledger.append("cold.verified", dataset=pkg["dataset"] if pkg else None, batch_id=pkg["package_id"] if pkg else
                   None, ok=ok, files=result.files_checked, problems=len(result.problems))
     ledger.dispose()

@@ -15,7 +15,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,11 @@ def _holds_hit(project: Project, ledger: Ledger, pkg: dict[str, Any], keys: Keys
 
 def plan(project: Project, ledger: Ledger, *, by: str, as_of: datetime | None = None,
          keys: Keys | None = None) -> dict[str, Any]:
-    as_of = as_of or datetime.now(UTC)
+    now = datetime.now(UTC)
+    as_of = as_of or now
+    if as_of > now + timedelta(minutes=5):  # what is due is decided by today's date, never a future one
+        raise TerminalError(f"a disposal plan cannot look ahead: as-of {as_of.isoformat()} is after now "
+                            f"({now.isoformat(timespec='seconds')}); plan what is due today")
     keys = keys or load_keys(need_seal=False)
     entries = []
     for p in package_rows(ledger):
@@ -160,6 +164,14 @@ def _esc(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _withdraw(ledger: Ledger, package_id: str) -> None:
+    """A package refused at execution whose disposal had begun (a crash after its register entry): the register
+    says it was not carried out. (The state is outside the entry's hash: the chain stays intact.)"""
+    with ledger.engine.begin() as c:
+        c.execute(disposals.update().where(disposals.c.package_id == package_id,
+                                           disposals.c.state == "executing").values(state="withdrawn"))
+
+
 def execute(project: Project, ledger: Ledger, plan_id: str, *, keys: Keys | None = None
             ) -> tuple[list[str], list[Refusal]]:
     """Dispose of the plan's packages; returns (disposed ids, refusals). Nothing unapproved or held is touched."""
@@ -177,20 +189,29 @@ def execute(project: Project, ledger: Ledger, plan_id: str, *, keys: Keys | None
         if not entry.get("basis"):
             refused.append(Refusal(entry["package_id"], "no basis cited: preservation is the default"))
             continue
+        due = pkg["dispose_after"]
+        if due is None or due > datetime.now(UTC).date():  # the plan's as-of is not the law's: today's date is
+            refused.append(Refusal(entry["package_id"], f"not due: its disposal date is {due}"))
+            _withdraw(ledger, entry["package_id"])
+            continue
         hit = _holds_hit(project, ledger, pkg, keys)
         if hit:
             refused.append(Refusal(entry["package_id"], f"held by {', '.join(hit)}"))
+            _withdraw(ledger, entry["package_id"])
             continue
         at = utcnow().isoformat(timespec="seconds")
         with ledger.engine.begin() as c:
             exists = c.execute(sa.select(disposals.c.seq).where(disposals.c.package_id == entry["package_id"])
                                ).first()
             if exists is None:
-                _register(c, entry, p, at)
-        _premis_deletion(project, entry, p, at)
+                _register(c, entry, p, at)  # the intent, state "executing": the outcome follows the deletion
+            else:
+                c.execute(disposals.update().where(disposals.c.package_id == entry["package_id"]).values(
+                    state="executing"))
         fault("dispose_after_proof")
         remove_tree(Path(pkg["path"]))
         fault("dispose_after_delete")
+        _premis_deletion(project, entry, p, at)  # outcome success: written once the package is gone
         with ledger.engine.begin() as c:
             c.execute(disposals.update().where(disposals.c.package_id == entry["package_id"]).values(
                 state="disposed"))

@@ -9,6 +9,7 @@ supervision (IMY, JO, Riksarkivet).
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import date
@@ -72,6 +73,12 @@ def add(project: Project, ledger: Ledger, *, dataset: str, reason: str, by: str,
                           key_path=f"datasets.{dataset}.person_key", fix="declare person_key: <column>")
     if not reason.strip() or not by.strip():
         raise TerminalError("a hold needs a reason and who sets it (--reason, --by)")
+    if period is not None:  # matched by equality with the packages' period labels: a wrong form would hold nothing
+        form, pattern = ("YYYY", r"\d{4}") if ds.archive.period == "year" else ("YYYY-MM", r"\d{4}-(0[1-9]|1[0-2])")
+        if not re.fullmatch(pattern, period):
+            raise ConfigError(f"--period {period!r} does not name a {ds.archive.period} of {dataset!r}, which is "
+                              f"archived one package per {ds.archive.period}: it would hold nothing",
+                              key_path=f"datasets.{dataset}.archive.period", fix=f"give the period as {form}")
     pseud = None
     if person:
         if keys is None:

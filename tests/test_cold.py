@@ -217,3 +217,54 @@ def test_content_hash_is_the_documented_order_independent_digest() -> None:
     want = hashlib.sha256("".join(sorted(hashlib.sha256(s.encode()).hexdigest() for s in lines)).encode())
     assert content_hash(t) == want.hexdigest() == content_hash(t.take(pa.array([3, 1, 0, 2])))
     assert content_hash(t) != content_hash(t.slice(0, 3))
+
+
+def test_disposal_waits_for_its_date_a_hold_names_a_real_period_and_proof_follows_deletion(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: a plan could look ahead (as-of in the future) and execute disposed packages years early;
+    a hold on a period in the wrong form held nothing; the PREMIS deletion proof was written before the deletion,
+    so a crash followed by a hold left a proof of a deletion that never happened; and `verify` exited 0 for a
+    receipt that says NOT ACCEPTED."""
+    from zones.errors import ConfigError
+
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    archive(project, "lakarintyg", as_of=NOW, execute=True)
+    with pytest.raises(TerminalError, match="cannot look ahead"):
+        dispose.plan(project, ledger, by="A", as_of=datetime.now(UTC) + timedelta(days=365 * 10))
+    with pytest.raises(ConfigError, match="would hold nothing"):
+        holds.add(project, ledger, dataset="lakarintyg", period="2014-03", reason="JO", by="A")
+    plan = dispose.plan(project, ledger, by="A", as_of=NOW)
+    dispose.approve(ledger, plan["plan_id"], by="B")
+    first, second, *rest = sorted(plan["packages"], key=lambda e: e["period"])
+    with ledger.engine.begin() as c:  # the package's disposal date moved after planning (a changed rule)
+        c.execute(sa.text("UPDATE dz_packages SET dispose_after = '2099-12-31' WHERE package_id = :p"),
+                  {"p": second["package_id"]})
+
+    def crash(point: str) -> None:  # the process dies right after the register entry of the first package
+        if point == "dispose_after_proof":
+            raise SystemExit(137)
+
+    with monkeypatch.context() as m, pytest.raises(SystemExit):
+        m.setattr(dispose, "fault", crash)
+        dispose.execute(project, ledger, plan["plan_id"])
+    premis = Path(project.zone_uri("cold")) / "_disposals" / f"{first['package_id']}.premis.xml"
+    assert not premis.exists()  # no proof of a deletion that has not happened
+    held = holds.add(project, ledger, dataset="lakarintyg", period=first["period"], reason="JO", by="A")
+    done, refused = dispose.execute(project, ledger, plan["plan_id"])
+    why = {r.package_id: r.reason for r in refused}
+    assert why[first["package_id"]] == f"held by {held.hold_id}" and "not due" in why[second["package_id"]]
+    assert set(done) == {e["package_id"] for e in rest} and not premis.exists()
+    with ledger.engine.connect() as c:
+        states = dict(c.execute(sa.text("SELECT package_id, state FROM dz_disposals")).all())
+    assert states[first["package_id"]] == "withdrawn" and second["package_id"] not in states
+    paths = {p["package_id"]: Path(p["path"]) for p in package_rows(ledger)}
+    assert paths[first["package_id"]].exists() and paths[second["package_id"]].exists()
+    assert dispose.verify_register(ledger) == [] and ledger.verify() == []
+    import shutil
+
+    copy = tmp_path / "copy" / "unknown.bag"  # a copy the ledger does not know
+    shutil.copytree(paths[first["package_id"]], copy)
+    receipt, ok, _ = verify_and_receipt(project, str(copy), tmp_path / "r")
+    assert not receipt.data["verdict"]["accepted"] and ok is False  # nothing to reconcile it with
