@@ -144,7 +144,7 @@ def archive(project: Project, dataset: str, *, as_of: datetime | None = None, ex
             keys: Keys | None = None, ledger: Ledger | None = None, operator: str = "datazones",
             reference_validator: bool = True) -> TransitionReport:
     """Package every due period of ``dataset``; with ``execute`` also delete the archived rows from warm."""
-    from lifecycle.archive_steps import archive_period
+    from lifecycle.archive_steps import archive_period, finish_interrupted
 
     t0 = time.perf_counter()
     ds = project.dataset(dataset)
@@ -156,6 +156,8 @@ def archive(project: Project, dataset: str, *, as_of: datetime | None = None, ex
     ledger = ledger or Ledger(project.ledger_url)
     try:
         with writer_lock(ledger.engine, f"warm.{dataset}"):
+            if execute:
+                finish_interrupted(project, dataset, ledger)
             for label in sorted(due_periods(project, dataset, as_of)):
                 archive_period(project, dataset, ds, period_bounds(label), as_of=as_of, execute=execute,
                                keys=keys, ledger=ledger, operator=operator, report=report,

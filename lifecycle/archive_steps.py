@@ -116,6 +116,32 @@ def archive_period(project: Project, dataset: str, ds: Dataset, period: Period, 
         _delete_from_warm(project, dataset, ds, warm, rows, same, keys, ledger, report)
 
 
+def finish_interrupted(project: Project, dataset: str, ledger: Ledger) -> None:
+    """Complete what a crash cut short for the dataset's verified packages: making a package read-only (the
+    step after its ledger entry), and recording a warm delete that Delta committed but the ledger never heard
+    of (its rows are gone, so the period is no longer due and nothing later would record it)."""
+    warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"))
+    with ledger.engine.connect() as c:
+        rows = c.execute(sa.select(packages).where(packages.c.dataset == dataset)).all()
+    for p in (dict(r._mapping) for r in rows):
+        if p["status"] != "verified":
+            continue
+        if Path(p["path"]).exists():
+            read_only(Path(p["path"]))
+        if p["warm_deleted_at"] is not None or not warm.exists():
+            continue
+        commit = next((h for h in warm.history(limit=200)
+                       if h.get("datazones.package_id") == p["package_id"]), None)
+        if commit is None:
+            continue
+        deleted = int((commit.get("operationMetrics") or {}).get("num_target_rows_deleted", 0))
+        with ledger.engine.begin() as c:
+            c.execute(packages.update().where(packages.c.package_id == p["package_id"]).values(
+                warm_deleted_at=utcnow(), rows_deleted=deleted))
+            ledger.append("archive.warm_deleted", dataset=dataset, batch_id=p["package_id"], conn=c,
+                          rows_deleted=deleted, recovered=True, delta_version=commit.get("version"))
+
+
 def _build(project: Project, dataset: str, ds: Dataset, period: Period, record: pa.Table, digest: str, n: int, *,
            seq: int, as_of: datetime, ledger: Ledger, operator: str, report: TransitionReport,
            reference_validator: bool) -> dict[str, Any]:

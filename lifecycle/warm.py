@@ -77,6 +77,10 @@ class WarmTable:
             return 0
         return int(self._dt().transaction_version(app_id) or 0)
 
+    def history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The table's commits, newest first (commit info: operation, metrics, our custom metadata)."""
+        return list(self._dt().history(limit)) if self.exists() else []
+
     def version(self) -> int | None:
         return int(self._dt().version()) if self.exists() else None
 

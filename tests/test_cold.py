@@ -268,3 +268,38 @@ def test_disposal_waits_for_its_date_a_hold_names_a_real_period_and_proof_follow
     shutil.copytree(paths[first["package_id"]], copy)
     receipt, ok, _ = verify_and_receipt(project, str(copy), tmp_path / "r")
     assert not receipt.data["verdict"]["accepted"] and ok is False  # nothing to reconcile it with
+
+
+@pytest.mark.parametrize("point", ["archive_after_verified", "archive_after_warm_delete"])
+def test_an_archive_rerun_finishes_what_a_crash_cut_short(point: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: after a crash between a package's ledger entry and making it read-only it stayed
+    writable; after a crash between the warm delete and its ledger record the delete was never recorded (the
+    rows are gone, so the rerun found nothing to do). The rerun now completes both."""
+    from lifecycle import archive_steps
+
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+
+    def crash(at: str) -> None:
+        if at == point:
+            raise SystemExit(137)
+
+    with monkeypatch.context() as m, pytest.raises(SystemExit):
+        m.setattr(archive_steps, "fault", crash)
+        archive(project, "lakarintyg", as_of=NOW, execute=True, reference_validator=False)
+    first = package_rows(ledger, "lakarintyg")[0]
+    assert first["warm_deleted_at"] is None
+    archive(project, "lakarintyg", as_of=NOW, execute=True, reference_validator=False)
+    pkgs = {p["package_id"]: p for p in package_rows(ledger, "lakarintyg")}
+    again = pkgs[first["package_id"]]
+    assert again["warm_deleted_at"] is not None and again["rows_deleted"] == again["rows"]
+    assert all(p["warm_deleted_at"] is not None for p in pkgs.values())
+    for p in pkgs.values():
+        mets = locate(Path(p["path"]))[0] / "METS.xml"
+        assert not os.stat(mets).st_mode & stat.S_IWUSR, p["package_id"]
+    deleted = [e["payload"] for e in ledger.events(kind="archive.warm_deleted")
+               if e["batch_id"] == first["package_id"]]
+    assert len(deleted) == 1 and deleted[0]["rows_deleted"] == again["rows"]
+    assert ledger.verify() == []
