@@ -260,6 +260,11 @@ def _check_bag(bag: bagit.Bag, bag_dir: Path, hashes: dict[Path, dict[str, str]]
     only_in_manifests, only_on_fs = bag.compare_manifests_with_fs()
     problems += [FileProblem(p, "bag", "in manifest", "not on disk") for p in only_in_manifests]
     problems += [FileProblem(p, "bag", "not in manifest", "on disk") for p in only_on_fs]
+    for path in sorted(hashes):  # outside the payload only the tag files a manifest lists (and tagmanifests)
+        if path.is_relative_to(bag_dir) and not path.is_relative_to(bag_dir / "data"):
+            rel = path.relative_to(bag_dir).as_posix()
+            if rel not in bag.entries and not re.fullmatch(r"tagmanifest-\w+\.txt", rel):
+                problems.append(FileProblem(rel, "extra", "not present", "a file outside the payload in no manifest"))
     for rel, entry in sorted(bag.entries.items()):
         found = hashes.get(bag_dir / rel)
         for alg, want in sorted(entry.items()):

@@ -177,9 +177,14 @@ def test_audit_reports_modified_missing_and_extra_files(tmp_path: Path) -> None:
     csv.write_bytes(bytes(data))
     (d1 / "documentation" / next(iter(os.listdir(d1 / "documentation")))).unlink()
     (d2 / "schemas" / "extra.txt").write_text("not listed")
+    bag3 = Path(pkgs[3]["path"])  # beside the payload, in the bag's own folder: in no manifest either
+    os.chmod(bag3, 0o750)
+    (bag3 / "notes.txt").write_text("not listed")
     results = {r["package_id"]: r for r in run_audit(project)}
     kinds = {pid: {p["problem"] for p in r["problems"]} for pid, r in results.items() if not r["ok"]}
-    assert set(kinds) == {p["package_id"] for p in pkgs[:3]}
+    assert set(kinds) == {p["package_id"] for p in pkgs[:4]}
+    assert [(p["path"], p["problem"]) for p in results[pkgs[3]["package_id"]]["problems"]] == [("notes.txt",
+                                                                                               "extra")]
     assert "modified" in kinds[pkgs[0]["package_id"]] and "missing" in kinds[pkgs[1]["package_id"]]
     assert "extra" in kinds[pkgs[2]["package_id"]]
     bad = next(p for p in results[pkgs[0]["package_id"]]["problems"] if p["problem"] == "modified")
