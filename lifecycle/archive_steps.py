@@ -130,7 +130,7 @@ def finish_interrupted(project: Project, dataset: str, ledger: Ledger) -> None:
             read_only(Path(p["path"]))
         if p["warm_deleted_at"] is not None or not warm.exists():
             continue
-        commit = next((h for h in warm.history(limit=200)
+        commit = next((h for h in warm.history()
                        if h.get("datazones.package_id") == p["package_id"]), None)
         if commit is None:
             continue

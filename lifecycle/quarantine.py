@@ -2,9 +2,9 @@
 
 Quarantine lives beside warm (``<warm>/_quarantine/<dataset>``), so it obeys warm's rule: no raw direct
 identifier. A quarantined row is stored as its key (pseudonymised where the key column is), the reason (check
-names only), the batch id, ``_dz_version`` (a keyed hash of key and watermark: each row version is quarantined
-once) and ``_dz_row``: the whole original row as JSON, sealed (AEAD) under the seal key. A release
-(re-validation and promotion) unseals it; stewards see counts, reasons and keys.
+names only), the batch id, ``_dz_version`` (a keyed hash of the row's content: each row version is quarantined
+once, however often the lookback re-reads it) and ``_dz_row``: the whole original row as JSON, sealed (AEAD)
+under the seal key. A release (re-validation and promotion) unseals it; stewards see counts, reasons and keys.
 """
 
 from __future__ import annotations
@@ -35,12 +35,17 @@ def quarantine_rows(qwarm: WarmTable, dataset: str, ds: Dataset, plans: list[Col
                                  "not set; set it (the archive function's key) and rerun — nothing was committed")
     if qwarm.committed(quarantine_app_id(dataset)) >= seq:
         return 0
-    versions = _versions(rows, ds, keys)
+    raw = rows.column(RAW_COLUMN).to_pylist() if RAW_COLUMN in rows.column_names else [None] * rows.num_rows
+    payload = pa.array([r if r is not None else json.dumps({k: v for k, v in row.items() if k != RAW_COLUMN},
+                                                           default=str, ensure_ascii=False)
+                        for r, row in zip(raw, rows.to_pylist(), strict=True)], pa.string())
+    versions = pseudonymise(payload, keys.pseudonym_key)  # the row's whole content, keyed: no value stored
     held = qwarm.schema() if qwarm.exists() else None
     if held is not None and "_dz_version" in held.names:  # re-read inside the lookback: quarantined already
         new = pc.invert(pc.is_in(versions, qwarm.to_arrow(columns=["_dz_version"]).column("_dz_version")))
         if not pc.all(new).as_py():
-            rows, reasons, versions = rows.filter(new), reasons.filter(new), versions.filter(new)
+            rows, reasons = rows.filter(new), reasons.filter(new)
+            versions, payload = versions.filter(new), payload.filter(new)
             if rows.num_rows == 0:
                 return 0
     policy = {p.name: p.policy for p in plans}
@@ -48,10 +53,6 @@ def quarantine_rows(qwarm: WarmTable, dataset: str, ds: Dataset, plans: list[Col
     for k in ds.primary_key:
         col = rows.column(k)
         out[k] = pseudonymise(col, keys.pseudonym_key) if policy.get(k) == "pseudonymise" else canonical_text(col)
-    raw = rows.column(RAW_COLUMN).to_pylist() if RAW_COLUMN in rows.column_names else [None] * rows.num_rows
-    payload = pa.array([r if r is not None else json.dumps({k: v for k, v in row.items() if k != RAW_COLUMN},
-                                                           default=str, ensure_ascii=False)
-                        for r, row in zip(raw, rows.to_pylist(), strict=True)], pa.string())
     n = rows.num_rows
     out["_dz_reason"] = reasons
     out["_dz_batch"] = pa.array([batch_id] * n, pa.string())
@@ -64,13 +65,6 @@ def quarantine_rows(qwarm: WarmTable, dataset: str, ds: Dataset, plans: list[Col
     qwarm.append(table, partition_by=None, app_id=quarantine_app_id(dataset), seq=seq,
                  meta={"datazones.batch_id": batch_id}, merge_schema=True)
     return n
-
-
-def _versions(rows: pa.Table, ds: Dataset, keys: Keys) -> pa.Array:
-    """Which row version each row is — its key and watermark — as a keyed hash (no value is stored): a version
-    the lookback window re-reads is quarantined once, not once per run, and a released one stays released."""
-    parts = [pc.fill_null(canonical_text(rows.column(c)), "\x00") for c in (*ds.primary_key, ds.watermark)]
-    return pseudonymise(pc.binary_join_element_wise(*parts, "\x1f"), keys.pseudonym_key)
 
 
 def remove_batch(qwarm: WarmTable, dataset: str, batch_id: str, *, seq: int) -> int:
