@@ -112,7 +112,8 @@ def archive_period(project: Project, dataset: str, ds: Dataset, period: Period, 
         same = _build(project, dataset, ds, period, record, digest, rows.num_rows, seq=len(done) + 1, as_of=as_of,
                       ledger=ledger, operator=operator, report=report, reference_validator=reference_validator)
     report.batch_ids.append(same["package_id"])
-    if execute and same["warm_deleted_at"] is None:
+    if execute:  # the rows just read are exactly this verified package's (same content hash): deleting those no
+        # hold covers is safe — and needed after a hold is released, when the package is old news
         _delete_from_warm(project, dataset, ds, warm, rows, same, keys, ledger, report)
 
 
@@ -228,7 +229,7 @@ def _delete_from_warm(project: Project, dataset: str, ds: Dataset, warm: WarmTab
     fault("archive_after_warm_delete")
     with ledger.engine.begin() as c:
         c.execute(packages.update().where(packages.c.package_id == pkg["package_id"]).values(
-            warm_deleted_at=utcnow(), rows_deleted=deleted))
+            warm_deleted_at=utcnow(), rows_deleted=sa.func.coalesce(packages.c.rows_deleted, 0) + deleted))
         ledger.append("archive.warm_deleted", dataset=dataset, batch_id=pkg["package_id"], conn=c,
                       rows_deleted=deleted, rows_held=n_held, holds=[h.hold_id for h in hold_list])
     report.rows_deleted += deleted

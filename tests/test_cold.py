@@ -308,3 +308,28 @@ def test_an_archive_rerun_finishes_what_a_crash_cut_short(point: str, tmp_path: 
                if e["batch_id"] == first["package_id"]]
     assert len(deleted) == 1 and deleted[0]["rows_deleted"] == again["rows"]
     assert ledger.verify() == []
+
+
+def test_rows_a_released_hold_kept_in_warm_leave_it_on_the_next_archive(tmp_path: Path) -> None:
+    """A hold keeps archived rows in warm; once it is released, the next archive run deletes them — they are
+    exactly the verified package's rows — instead of leaving them in warm for good."""
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    hold = holds.add(project, ledger, dataset="lakarintyg", period="2013", reason="JO-granskning", by="A")
+    archive(project, "lakarintyg", as_of=NOW, execute=True, reference_validator=False)
+
+    def in_warm_2013() -> int:
+        t = WarmTable(project.warm_table_uri("lakarintyg")).to_arrow(columns=["utfardat"])
+        return sum(1 for d in t.column(0).to_pylist() if d is not None and d.year == 2013)
+
+    pkg = next(p for p in package_rows(ledger, "lakarintyg") if p["period"] == "2013")
+    assert in_warm_2013() == pkg["rows"] > 0 and pkg["rows_deleted"] == 0  # held: archived, kept
+    archive(project, "lakarintyg", as_of=NOW, execute=True, reference_validator=False)
+    assert in_warm_2013() == pkg["rows"]  # still held: still kept, and not packaged again
+    holds.release(ledger, hold.hold_id, by="B")
+    archive(project, "lakarintyg", as_of=NOW, execute=True, reference_validator=False)
+    assert in_warm_2013() == 0
+    after = [p for p in package_rows(ledger, "lakarintyg") if p["period"] == "2013"]
+    assert [(p["package_id"], p["rows_deleted"]) for p in after] == [(pkg["package_id"], pkg["rows"])]
+    assert ledger.verify() == []
