@@ -49,7 +49,6 @@ class GXGate:
         self._project: Any = None
         self._load_error: BaseException | None = None
         self._schema: pa.Schema | None = None
-        self._names: list[str] = []  # the batch's and the suite's columns: quoted names kept in error messages
 
     def prepare(self, project: Any, schema: pa.Schema | None = None) -> None:
         """Start loading GX (~1-3 s) in the background so it overlaps the first extraction. The first check waits
@@ -149,8 +148,8 @@ class GXGate:
                             rows[i] = self._repeated_rows(r.duck, self.suite.specs[i])
             finally:
                 r.drop(self.table)
-        self._names = [*staged.column_names, *(c for spec in self.suite.specs for c in spec.columns)]
-        checks, masks = self._checks(results, rows, n, self._names)
+        names = [*staged.column_names, *(c for spec in self.suite.specs for c in spec.columns)]  # kept in messages
+        checks, masks = self._checks(results, rows, n, names)
         wrong = pc.fill_null(bad_type, False)
         n_wrong = int(pc.sum(wrong).as_py() or 0)
         checks.append(CheckResult("wrong_type", n_wrong, "quarantine", success=n_wrong == 0,
@@ -159,7 +158,7 @@ class GXGate:
             masks.append(("wrong_type", np.asarray(wrong.to_numpy(zero_copy_only=False), dtype=bool)))
         outcome = split(data, masks, checks)
         outcome.suite = self.suite.name
-        outcome.result = self._scrub(summary.to_json_dict())
+        outcome.result = self._scrub(summary.to_json_dict(), names)
         return outcome
 
     def _repeated_rows(self, duck: Any, spec: Spec) -> np.ndarray:
@@ -202,7 +201,7 @@ class GXGate:
     def _touches_personal(self, spec: Spec) -> bool:
         return bool(set(spec.columns) & self.personal)
 
-    def _scrub(self, result: dict[str, Any]) -> dict[str, Any]:
+    def _scrub(self, result: dict[str, Any], names: list[str]) -> dict[str, Any]:
         """Keep counts, verdicts and configuration; drop every value GX copied from the data. ``result`` is a fresh
         ``to_json_dict()`` of this page's validation: it is scrubbed in place."""
         out = result
@@ -216,7 +215,7 @@ class GXGate:
                     isinstance(obs, int | float) and not isinstance(obs, bool) and not self._touches_personal(spec))):
                 kept["observed_value"] = obs
             x["result"] = kept
-            message = raised(x.get("exception_info"), self._names)
+            message = raised(x.get("exception_info"), names)
             x["exception_info"] = {"raised_exception": message is not None, "exception_message": message,
                                    "exception_traceback": None}
         return out
