@@ -327,6 +327,8 @@ def test_rows_a_released_hold_kept_in_warm_leave_it_on_the_next_archive(tmp_path
     assert in_warm_2013() == pkg["rows"] > 0 and pkg["rows_deleted"] == 0  # held: archived, kept
     archive(project, "lakarintyg", as_of=NOW, execute=True, reference_validator=False)
     assert in_warm_2013() == pkg["rows"]  # still held: still kept, and not packaged again
+    events = [e for e in ledger.events(kind="archive.warm_deleted") if e["batch_id"] == pkg["package_id"]]
+    assert len(events) == 1  # a rerun that deletes nothing while the hold lasts records nothing new
     holds.release(ledger, hold.hold_id, by="B")
     archive(project, "lakarintyg", as_of=NOW, execute=True, reference_validator=False)
     assert in_warm_2013() == 0
