@@ -165,7 +165,9 @@ def status(config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) -> None:
 @app.command()
 def worker(socket_path: Annotated[str | None, typer.Option(
         "--socket", envvar="DATAZONES_WORKER",
-        help="Unix socket to listen on (default .datazones/worker.sock).")] = None) -> None:
+        help="Unix socket to listen on (default .datazones/worker.sock).")] = None,
+           standby: Annotated[bool, typer.Option(
+               help="Keep a forked child with Great Expectations warmed up for the next command.")] = True) -> None:
     """Serve commands warm: import everything once, fork a child per command (clients set DATAZONES_WORKER)."""
     from pathlib import Path
 
@@ -175,7 +177,7 @@ def worker(socket_path: Annotated[str | None, typer.Option(
         err.print(f"zones worker: ready on {path} (pid {os.getpid()}, loaded in {seconds:.1f} s); run commands with "
                   f"DATAZONES_WORKER={path}", highlight=False)
 
-    serve(Path(socket_path or ".datazones/worker.sock").absolute(), ready=ready)
+    serve(Path(socket_path or ".datazones/worker.sock").absolute(), ready=ready, standby=standby)
 
 
 @ledger_app.command("verify")

@@ -89,6 +89,23 @@ def default_gate(dataset: str, ds: Any) -> Gate:
     return GXGate(dataset, ds)
 
 
+def rehearse(project: Project, names: list[str]) -> None:
+    """Rehearse each dataset's gate on an empty batch of its hot table's schema, so that this process's GX runner
+    already holds the suites' graphs and compiled queries when rows come. A warm worker's standby child does this
+    for the datasets of the last promotion it saw, before the next command arrives; nothing is read or written."""
+    for name in names:
+        ds = project.dataset(name)
+        engine = make_engine(project.hot_url)
+        try:
+            hot = reflect(engine, ds.table, ds.schema_ or project.config.hot.schema_)
+        finally:
+            engine.dispose()
+        gate = default_gate(name, ds)
+        run = getattr(gate, "rehearse", None)
+        if run is not None:
+            run(hot.arrow_schema)
+
+
 def gx_in_memory() -> bool:
     """Great Expectations is imported already (a warm worker, a preloaded Airflow worker, an earlier run)."""
     return "great_expectations" in sys.modules

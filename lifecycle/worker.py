@@ -10,6 +10,14 @@ command exactly as ``zones`` would and exits; the worker reports the child's exi
 client. Children share nothing at run time: each opens its own connections, DuckDB, Delta tables and ledger, so a
 crash or a kill -9 of one behaves as it does in a fresh process and the ledger's crash recovery is unchanged.
 
+**Standby.** The first command a child runs that judges rows pays for Great Expectations' runner (its context
+and DuckDB) and for building its suite's query graphs: ~0.25 s of a small incremental run. The worker cannot do
+that itself (DuckDB's threads would not survive a fork), so while idle it keeps one forked child in reserve that
+has done it (:mod:`lifecycle.standby`), for the datasets of the last promotion it saw. The next command goes to
+that standby (its streams and the client's connection passed over a socket pair) instead of a fresh fork; a
+command that arrives while the standby is still warming up, or a second one at the same time, gets a fresh fork
+as before. ``--no-standby`` turns this off; a standby that dies three times before use turns it off too.
+
 Safety: the socket is created owner-only (0600) and every connection's peer must be this user (``SO_PEERCRED``);
 a client running other code than the worker (an edit, a reinstall: :func:`lifecycle.worker_client.fingerprint`)
 is refused and runs the command itself. The worker starts no threads of its own and opens no connection before it
@@ -37,6 +45,8 @@ from typing import Any
 from lifecycle.worker_client import PROTOCOL, fingerprint, peer_uid, recv_message, send_message
 
 log = logging.getLogger("datazones.worker")
+STANDBY = "standby"  # selector data of the standby's socket
+STANDBY_FAILURES = 3  # standbys that died before use: then commands get fresh forks only
 REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request once connected (it sends at once)
 _HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}  # blocked across fork: the child resets them first
 # Libraries and datazones modules a command imports. (lifecycle.cli is loaded too, by `zones worker` itself: a
@@ -72,9 +82,19 @@ def preload() -> float:
     return time.perf_counter() - t
 
 
+class _Standby:
+    def __init__(self, pid: int, sock: socket.socket, hint: dict[str, Any] | None) -> None:
+        self.pid, self.sock, self.hint, self.ready = pid, sock, hint, False
+
+
 class Worker:
-    def __init__(self, path: Path, code: str) -> None:
+    def __init__(self, path: Path, code: str, *, standby: bool = True) -> None:
         self.path = path
+        self.use_standby = standby
+        self.standby: _Standby | None = None
+        self.standby_failures = 0
+        self.hint: dict[str, Any] | None = None  # the last promotion's (lifecycle.standby.hint)
+        self._detached = False
         self.fingerprint = code  # taken before the preload: an edit made while it ran is caught
         self.children: dict[int, socket.socket] = {}
         self.stopping = False
@@ -118,15 +138,19 @@ class Worker:
         sel.register(self.wake_r, selectors.EVENT_READ)
         try:
             while not self.stopping:
+                self._keep_standby()
                 for key, _ in sel.select():
                     if key.fileobj is self.listener:
                         self._accept()
                     elif key.fileobj is self.wake_r:
                         self._drain()
+                    elif key.data == STANDBY:
+                        self._standby_says(key.fileobj)  # type: ignore[arg-type]
                     else:
                         self._client_gone(key.fileobj, key.data)  # type: ignore[arg-type]
                 self._reap()
         finally:
+            self._drop_standby(kill=True)
             self.listener.close()
             with contextlib.suppress(OSError):
                 if self.path.stat().st_ino == self.inode:  # not a socket another worker has put there since
@@ -166,15 +190,20 @@ class Worker:
                 send_message(conn, {"refused": refusal})
                 conn.close()
                 return
-            old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
-            try:
-                pid = os.fork()
-            except BaseException:
+            pid = self._to_standby(msg, fds, conn)
+            if pid is None:
+                old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+                try:
+                    pid = os.fork()
+                except BaseException:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                    raise
+                if pid == 0:
+                    self._child(msg, fds, conn, old)  # never returns
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
-                raise
-            if pid == 0:
-                self._child(msg, fds, conn, old)  # never returns
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            from lifecycle.standby import hint
+
+            self.hint = hint(msg) or self.hint
             self.children[pid] = conn
             send_message(conn, {"pid": pid})
             self.sel.register(conn, selectors.EVENT_READ, pid)  # readable only when the client is gone
@@ -187,6 +216,127 @@ class Worker:
         finally:
             for fd in fds:
                 os.close(fd)
+
+    # --- the standby -----------------------------------------------------------------------------------------------
+
+    def _keep_standby(self) -> None:
+        """Fork a standby when there is none and nothing runs (its warm-up must not slow a running command); one
+        warmed up for another promotion than the last is replaced."""
+        if self.children or self.stopping or not self.use_standby or self.standby_failures >= STANDBY_FAILURES:
+            return
+        if self.standby is not None:
+            if self.standby.hint == self.hint:
+                return
+            self._drop_standby(kill=True)
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            mine.close()
+            theirs.close()
+            self.standby_failures += 1
+            log.warning("could not fork a standby: %s", exc)
+            return
+        if pid == 0:
+            mine.close()
+            self._standby_child(theirs, old)  # never returns
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        theirs.close()
+        self.standby = _Standby(pid, mine, self.hint)
+        self.sel.register(mine, selectors.EVENT_READ, STANDBY)
+
+    def _standby_says(self, sock: socket.socket) -> None:
+        sb = self.standby
+        if sb is None or sock is not sb.sock:
+            return  # a standby handed a command in this round of events
+        try:
+            said = sock.recv(16)
+        except OSError:
+            said = b""
+        if said:
+            sb.ready = True
+        else:  # it died warming up; _reap collects it
+            self._drop_standby(kill=False)
+            self.standby_failures += 1
+            log.warning("the standby exited before a command came")
+
+    def _to_standby(self, msg: dict[str, Any], fds: list[int], conn: socket.socket) -> int | None:
+        """Hand the command to a ready standby; its pid, or None (then the command gets a fresh fork)."""
+        sb = self.standby
+        if sb is None or not sb.ready:
+            return None
+        self.standby = None
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(sb.sock)
+        try:
+            send_message(sb.sock, msg, [*fds, conn.fileno()])
+        except OSError as exc:
+            log.warning("the standby could not take a command (%s): forking one", exc)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(sb.pid, signal.SIGKILL)
+            return None
+        finally:
+            sb.sock.close()
+        return sb.pid
+
+    def _drop_standby(self, *, kill: bool) -> None:
+        sb, self.standby = self.standby, None
+        if sb is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(sb.sock)
+        sb.sock.close()
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(sb.pid, signal.SIGTERM)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(sb.pid, 0)
+
+    def _standby_child(self, sock: socket.socket, mask: Any) -> None:
+        """In the standby: warm up, say so, wait for one command and run it as :meth:`_child` does."""
+        try:
+            self._detach(mask)
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            os.close(null)
+            try:
+                from lifecycle.standby import warm
+
+                warm(self.hint)
+            except Exception as exc:  # best effort: the command runs all the same
+                log.info("standby warm-up incomplete: %s: %s", type(exc).__name__, exc)
+            gc.collect()
+            gc.freeze()
+            sock.sendall(b"R")
+            msg, fds = recv_message(sock, max_fds=4)
+            sock.close()
+        except BaseException:  # stopped (SIGTERM) or its worker is gone
+            os._exit(0)
+        if not isinstance(msg, dict) or len(fds) != 4:
+            os._exit(0)
+        self._child(msg, fds[:3], socket.socket(fileno=fds[3]), mask)
+
+    def _detach(self, mask: Any) -> None:
+        """A child's first steps: its own session, default signals, none of the worker's sockets."""
+        if self._detached:
+            return
+        self._detached = True
+        os.setsid()  # signals for the worker (its terminal's Ctrl-C, a service stop) are not the command's
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        self.listener.close()
+        for c in self.children.values():
+            c.close()
+        if self.standby is not None:
+            self.standby.sock.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
 
     def _client_gone(self, conn: socket.socket, pid: int) -> None:
         """The client of a running command hung up (killed, timed out): stop its command as Ctrl-C would."""
@@ -211,19 +361,9 @@ class Worker:
     def _child(self, msg: dict[str, Any], fds: list[int], conn: socket.socket, mask: Any) -> None:
         code = 70
         try:
-            os.setsid()  # signals for the worker (its terminal's Ctrl-C, a service stop) are not the command's
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM):
-                signal.signal(sig, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             # ``conn`` stays open until this process ends: the client sees the end of the stream only then, even
             # if the worker itself is killed meanwhile.
-            self.listener.close()
-            for c in self.children.values():
-                c.close()
-            os.close(self.wake_r)
-            os.close(self.wake_w)
+            self._detach(mask)
             for target, fd in zip((0, 1, 2), fds, strict=True):
                 os.dup2(fd, target)
                 os.close(fd)
@@ -262,7 +402,7 @@ class Worker:
             os._exit(code)
 
     def _reap(self, *, block: bool = False) -> None:
-        while self.children:
+        while self.children or not block:  # not blocking: also collects a standby that died
             try:
                 pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:
@@ -270,6 +410,11 @@ class Worker:
                 return
             if pid == 0:
                 return
+            if self.standby is not None and pid == self.standby.pid:  # died before it was used
+                self._drop_standby(kill=False)
+                self.standby_failures += 1
+                log.warning("the standby exited before a command came (%s)", os.waitstatus_to_exitcode(status))
+                continue
             conn = self.children.pop(pid, None)
             rc = os.waitstatus_to_exitcode(status)
             if conn is not None:
@@ -295,12 +440,12 @@ def _rebind_output() -> None:
         cli.err.__init__(stderr=True)  # type: ignore[misc]
 
 
-def serve(path: Path, *, ready: Any = None) -> None:
+def serve(path: Path, *, ready: Any = None, standby: bool = True) -> None:
     """Preload, listen on ``path`` and serve until SIGTERM/SIGINT. ``ready(path, seconds)`` is called once
-    listening."""
+    listening; ``standby`` keeps a warmed-up child in reserve (module docstring)."""
     code = fingerprint()
     seconds = preload()
-    worker = Worker(path, code)
+    worker = Worker(path, code, standby=standby)
     if ready is not None:
         ready(path, seconds)
     worker.serve()

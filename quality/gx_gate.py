@@ -78,6 +78,12 @@ class GXGate:
             except Exception:  # only a head start: the first check builds whatever this could not (and the suite
                 log.debug("gate %s: no rehearsal", self.name, exc_info=True)  # check names what is wrong)
 
+    def rehearse(self, schema: pa.Schema) -> None:
+        """Validate the suite on an empty batch of ``schema`` now, in this thread: the runner then holds the
+        suite's graphs and compiled queries for batches of that schema (a warm worker's standby child does this
+        before a command arrives)."""
+        self._rehearse(schema)
+
     def _rehearse(self, schema: pa.Schema) -> None:
         from quality.gx import runner
 

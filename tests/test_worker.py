@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,30 +41,62 @@ def zones(*args: str, cwd: Path, worker: Path | None, **env: str) -> subprocess.
     return res
 
 
-@pytest.fixture
-def worker(tmp_path: Path) -> Iterator[Path]:
-    sock = tmp_path / "run" / "worker.sock"
-    proc = subprocess.Popen([sys.executable, "-m", "lifecycle.entry", "worker", "--socket", str(sock)], cwd=REPO,
-                            env=_env(COLUMNS="400"), stderr=subprocess.PIPE, text=True, start_new_session=True)
-    assert proc.stderr is not None
-    said = ""
-    try:
-        deadline = time.monotonic() + 120
-        while "ready on" not in said:  # listening (the socket file exists a moment earlier, at bind)
+class Running:
+    """A ``zones worker`` process and what it has said on stderr so far."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc, self.said = proc, ""
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        while text not in self.said:
             left = deadline - time.monotonic()
-            assert left > 0 and proc.poll() is None, f"the worker did not start: {said}"
-            if select.select([proc.stderr], [], [], left)[0]:
-                said += proc.stderr.readline()
-        yield sock
+            assert left > 0 and self.proc.poll() is None, f"the worker did not say {text!r}: {self.said}"
+            if select.select([self.proc.stderr], [], [], left)[0]:
+                self.said += self.proc.stderr.readline()
+
+
+@contextmanager
+def running_worker(sock: Path, *args: str) -> Iterator[Running]:
+    """A ``zones [args] worker`` on ``sock``, listening; stopped (SIGTERM, exit 0, socket removed) at the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "lifecycle.entry", *args, "worker", "--socket", str(sock)],
+                            cwd=REPO, env=_env(COLUMNS="400"), stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    w = Running(proc)
+    try:
+        w.wait_for("ready on")  # listening (the socket file exists a moment earlier, at bind)
+        yield w
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
-        said += proc.stderr.read()
-        assert rc == 0, said
+        assert proc.stderr is not None
+        w.said += proc.stderr.read()
+        assert rc == 0, w.said
         assert not sock.exists()  # it removed its socket
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[Path]:
+    sock = tmp_path / "run" / "worker.sock"
+    with running_worker(sock):
+        yield sock
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat_line = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat_line.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry))
+    return found
 
 
 def test_commands_through_the_worker(tmp_path: Path, worker: Path) -> None:
@@ -147,3 +180,62 @@ def test_bad_and_silent_clients_do_not_stop_the_worker(tmp_path: Path, worker: P
         assert time.monotonic() - t0 < REQUEST_TIMEOUT + 30  # served once the worker gave up on it
     finally:
         silent.close()
+
+
+def test_the_next_command_goes_to_a_standby_warmed_for_the_last_promotion(tmp_path: Path) -> None:
+    """While idle the worker keeps one forked child that has made GX's runner and rehearsed the gates of the last
+    promotion's datasets; the next command runs in it, with its own environment (keys included), and is correct.
+    At stop the standby goes too."""
+    from lifecycle.worker_client import PROTOCOL, fingerprint, recv_message, send_message
+
+    cfg = write_project(tmp_path, datasets=["utbetalning"])
+    sock = tmp_path / "run" / "worker.sock"
+    with running_worker(sock, "--verbose") as w:
+        wpid = w.proc.pid
+        assert zones("demo", "seed", "--as-of", AS_OF, cwd=tmp_path, worker=sock).returncode == 0
+        res = zones("promote", "utbetalning", "--as-of", "2026-01-01T01:00:00+00:00", cwd=tmp_path, worker=sock)
+        assert res.returncode == 0, res.stderr
+        w.wait_for("rehearsed the gates of utbetalning")  # a standby, forked once the worker was idle
+        spid = int(w.said.split("rehearsed the gates of utbetalning")[0].rsplit("standby ", 1)[1].split(":")[0])
+        assert _children(wpid) == {spid}
+        assert zones("demo", "churn", "--as-of", "2026-01-02T00:00:00+00:00", cwd=tmp_path,
+                     worker=None).returncode == 0
+        out = tmp_path / "out.json"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, open(os.devnull) as null, \
+                out.open("w") as stdout:
+            s.connect(str(sock))
+            env = _env(DATAZONES_WORKER=str(sock))
+            send_message(s, {"protocol": PROTOCOL, "fingerprint": fingerprint(), "cwd": str(tmp_path), "env": env,
+                             "argv": ["promote", "utbetalning", "--json", "--as-of", "2026-01-02T01:00:00+00:00"]},
+                         [null.fileno(), stdout.fileno(), null.fileno()])
+            reply, _ = recv_message(s)
+            assert reply == {"pid": spid}  # the standby took it
+            done, _ = recv_message(s)
+        assert done == {"rc": 0}
+        report = json.loads(out.read_text())[0]
+        assert report["mode"] == "incremental" and report["rows_read"] > 0
+        assert assert_warm_matches_hot(load(cfg), "utbetalning") > 0
+        deadline = time.monotonic() + 60
+        while not (spare := _children(wpid) - {spid}):  # the next standby
+            assert time.monotonic() < deadline, "no standby after the command"
+            time.sleep(0.05)
+    assert not any(Path(f"/proc/{p}").exists() for p in spare)  # stopped and collected with the worker
+
+
+def test_a_standby_learns_only_where_the_last_promotion_was_and_never_its_keys() -> None:
+    from lifecycle.standby import hint, target
+
+    env = {"DATAZONES__HOT__URL": "postgresql+psycopg://u@h/db", "PGPASSFILE": "/p", "PATH": "/bin",
+           "DATAZONES_PSEUDONYM_KEY": "k" * 64, "DATAZONES_SEAL_KEY": "s" * 64,
+           "DATAZONES_PSEUDONYM_KEYS_RETIRED": "r", "AWS_SECRET_ACCESS_KEY": "x", "DATAZONES_CONFIG": "z.yaml"}
+    got = hint({"argv": ["-v", "promote", "utbetalning", "--json"], "cwd": "/srv/p", "env": env})
+    assert got == {"argv": ["-v", "promote", "utbetalning", "--json"], "cwd": "/srv/p",
+                   "env": {"DATAZONES__HOT__URL": "postgresql+psycopg://u@h/db", "PGPASSFILE": "/p", "PATH": "/bin",
+                           "DATAZONES_CONFIG": "z.yaml"}}
+    assert hint({"argv": ["status", "--json"], "cwd": "/", "env": env}) is None
+    assert hint({"argv": ["--help"], "cwd": "/", "env": env}) is None
+    assert target(["promote", "a", "b", "--config", "x.yaml", "--as-of", "2026-01-01", "--json"]) == \
+        ("x.yaml", ["a", "b"], False)
+    assert target(["--verbose", "promote", "--all"]) == ("zones.yaml", [], True)
+    assert target(["archive", "a"]) is None and target([]) is None
+    assert target(["promote", "--batch-rows", "x"]) == ("zones.yaml", [], False)  # the command will say what is wrong
