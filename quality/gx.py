@@ -5,7 +5,7 @@ Arrow take a fraction of that. Each extracted batch is staged as a DuckDB view o
 validated through an ordinary GX SQL datasource, so expectations keep their GX semantics, results and
 Data Docs.
 
-GX 1.24 does not run on DuckDB out of the box; four small, targeted fixes make it work, and six more keep it
+GX 1.24 does not run on DuckDB out of the box; five small, targeted fixes make it work, and six more keep it
 fast (see ``../shared/integration-notes.md``):
 
 1. ``MetricResolutionError: list index out of range``: GX closes the connection before it fetches results, and
@@ -51,6 +51,13 @@ fast (see ``../shared/integration-notes.md``):
     memory. The table asset, reflection and queries are unchanged (a view reflects like a table); the results
     are GX's (``tests/test_quality_gate.py``, page by page).
 
+11. A query DuckDB cannot run (a value the column cannot be compared with, a column that is gone) aborts the
+    persisted connection's transaction, and GX only recovers from SQLAlchemy's own ``PendingRollbackError``: every
+    later query of the validation failed with "Current transaction is aborted", so each check reported that instead
+    of its verdict, and the check at fault did not say why. :func:`_clean_after_errors` rolls the transaction back
+    when a query on DuckDB fails (it only ever reads) and re-raises: the check at fault carries its own error and
+    the others are judged (``tests/test_quality_gate.py``).
+
 The runner's DuckDB runs each query on one thread: promotion already overlaps extraction, the gate and the
 Delta writer on separate threads, and a second DuckDB thread per query cost ~15-25 % more CPU for the same
 result (measured per 400k-row page, ``SET threads=2`` against ``1``) on a machine whose cores are all busy.
@@ -59,6 +66,7 @@ result (measured per 400k-row page, ``SET threads=2`` against ``1``) on a machin
 from __future__ import annotations
 
 import atexit
+import contextlib
 import contextvars
 import gc
 import json
@@ -105,6 +113,7 @@ def _patch_gx() -> None:
     _memoise_graphs()
     _skip_value_metrics()
     _fast_unique()
+    _clean_after_errors()
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.ERROR)  # its temp-dir/dialect notices are noise for our users
 
@@ -257,6 +266,27 @@ def _fast_unique() -> None:
 
     count_per_value._dz_fast = True  # type: ignore[attr-defined]
     providers[SqlAlchemyExecutionEngine.__name__] = (metric_class, count_per_value)
+
+
+def _clean_after_errors() -> None:
+    """Fix 11 (module docstring): on DuckDB, a failed query's transaction is rolled back before the error goes on."""
+    from great_expectations.execution_engine import SqlAlchemyExecutionEngine as Engine
+
+    if getattr(Engine, "_dz_clean_after_errors", False):
+        return
+    gx_execute = Engine._execute_query_with_recovery
+
+    def execute(connection: Any, query: Any) -> Any:
+        try:
+            return gx_execute(connection, query)
+        except Exception:
+            if connection.dialect.name == "duckdb" and connection.in_transaction():
+                with contextlib.suppress(Exception):
+                    connection.rollback()
+            raise
+
+    Engine._execute_query_with_recovery = staticmethod(execute)  # type: ignore[method-assign,assignment]
+    Engine._dz_clean_after_errors = True  # type: ignore[attr-defined]
 
 
 class UnknownExpectation(LookupError):

@@ -247,7 +247,7 @@ def raised(info: dict[str, Any] | None, names: list[str]) -> str | None:
     if not hits:
         return None
     text = str(hits[0].get("exception_message") or "error")
-    for cut in ("\n[SQL:", "[SQL:", "\n[parameters:", "Traceback", "\n(Background on this error"):
+    for cut in ("\n[SQL:", "[SQL:", "\n[parameters:", "Traceback", "\n(Background on this error", "\nLINE "):
         text = text.split(cut, 1)[0]
     known = set(names)
 

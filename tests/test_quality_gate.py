@@ -480,6 +480,36 @@ def test_a_check_gx_cannot_evaluate_blocks_and_its_message_carries_no_values() -
     assert all(i["raised_exception"] and i["exception_traceback"] is None for i in infos)
 
 
+def test_a_check_duckdb_cannot_run_does_not_mask_the_others() -> None:
+    """Fix 11: one check whose query DuckDB refuses (a date compared with text) used to abort the transaction, so
+    every check of the batch reported "transaction is aborted". Now the check at fault carries its own error (no
+    value in it) and blocks, and the others are judged: their counts and rows are GX's as without it."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from quality.gx_gate import GXGate
+    from quality.suites import Spec, SuiteSpec
+
+    ds = load(REPO / "zones.yaml").dataset("utbetalning")
+    good = [Spec("expect_column_values_to_not_be_null", {"column": "belopp_sek"}, "quarantine"),
+            Spec("expect_column_values_to_be_between", {"column": "belopp_sek", "min_value": 0}, "quarantine"),
+            Spec("expect_column_values_to_be_unique", {"column": "belopp_sek"}, "warn")]
+    bad = Spec("expect_column_values_to_be_in_set", {"column": "pnr", "value_set": [dt.date(2025, 1, 1)]}, "warn")
+    page = pa.table({"belopp_sek": [1, None, -3, 1], "pnr": ["2025-01-01", "191212121212", "x", "y"]})
+    no = pa.array([False] * 4)
+    alone = GXGate("masked", ds, suite=SuiteSpec("masked.promote", good)).check(page, bad_type=no, dataset=ds)
+    out = GXGate("masked", ds, suite=SuiteSpec("masked.promote", [good[0], bad, *good[1:]])).check(
+        page, bad_type=no, dataset=ds)
+    judged = {c.name: (c.failed, c.success, c.error) for c in out.checks if c.name != bad.name}
+    assert judged == {c.name: (c.failed, c.success, c.error) for c in alone.checks}
+    assert judged["column_values_to_be_unique(belopp_sek)"][:2] == (2, False)
+    assert out.rejected.num_rows == alone.rejected.num_rows == 2
+    err = next(c.error for c in out.checks if c.name == bad.name)
+    assert err and "Conversion Error" in err and "aborted" not in err and "2025-01-01" not in err
+    assert out.blocked and not alone.blocked
+
+
 def test_suites_that_differ_only_in_a_value_type_do_not_share_a_memoised_graph() -> None:
     """Fix 7 keys its graphs by the configurations: a date and the same date as text (YAML's 2025-01-01 vs
     "2025-01-01") are different checks and must be judged each by its own graph, as GX does."""
