@@ -204,7 +204,8 @@ def _build(project: Project, dataset: str, ds: Dataset, period: Period, record: 
     with ledger.engine.begin() as c:
         c.execute(packages.insert().values(**row))
         ledger.append("archive.verified", dataset=dataset, batch_id=objid, conn=c, rows=n, bytes=size,
-                      content_sha256=digest, mets_sha256=info.mets_sha256, period=period.label,
+                      content_sha256=digest, mets_sha256=info.mets_sha256, tag_files=result.tag_files,
+                      period=period.label,
                       validator=("valid" if validator and validator.valid else
                                  "unavailable" if not validator or not validator.available else "invalid"))
     fault("archive_after_verified")

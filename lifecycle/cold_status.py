@@ -29,6 +29,22 @@ def package_rows(ledger: Ledger, dataset: str | None = None) -> list[dict[str, A
         return [dict(r._mapping) for r in c.execute(q)]
 
 
+def recorded(ledger: Ledger) -> dict[str, dict[str, Any]]:
+    """What the hash-chained log recorded of each package when it was made (``archive.verified``): its METS.xml and
+    bag tag files' SHA-256s. Verification checks against these, not against the package register's row (which is
+    not chained) nor the bag's tagmanifest (which whoever edits a tag file can rewrite)."""
+    return {e["batch_id"]: e["payload"] for e in ledger.events(kind="archive.verified") if e["batch_id"]}
+
+
+def expected(pkg: dict[str, Any] | None, made: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``verify_package``'s expectations for a registered package (none for a path the ledger does not know)."""
+    if pkg is None:
+        return {}
+    rec = made.get(pkg["package_id"]) or {}
+    return {"expected_mets_sha256": rec.get("mets_sha256") or pkg["mets_sha256"],
+            "expected_tag_files": rec.get("tag_files")}
+
+
 def package_status(project: Project) -> list[dict[str, Any]]:
     from lifecycle import holds as holds_mod
 
@@ -76,7 +92,7 @@ def verify_and_receipt(project: Project, ref: str, out_dir: Path | None) -> tupl
     path = Path(pkg["path"]) if pkg else Path(ref)
     if not path.exists():
         raise TerminalError(f"no package {ref!r} (not in the ledger, no such path); `zones packages` lists them")
-    result = verify_package(path, expected_mets_sha256=pkg["mets_sha256"] if pkg else None)
+    result = verify_package(path, **expected(pkg, recorded(ledger)))
     pkg_dir, _ = locate(path)
     validator = validate_reference(pkg_dir)
     recon: dict[str, Any] = {}
@@ -118,13 +134,14 @@ def run_audit(project: Project, *, sample: int | None = None, threads: int = 2) 
     rows = [p for p in package_rows(ledger) if p["status"] == "verified"]
     if sample is not None and sample < len(rows):
         rows = random.sample(rows, sample)
+    made = recorded(ledger)
 
     def check(p: dict[str, Any]) -> dict[str, Any]:
         path = Path(p["path"])
         if not path.exists():
             return {"package_id": p["package_id"], "ok": False, "files": 0, "bytes": 0, "seconds": 0.0,
                     "problems": [{"path": str(path), "problem": "missing", "expected": "the package", "found": None}]}
-        r = verify_package(path, threads=1, expected_mets_sha256=p["mets_sha256"])
+        r = verify_package(path, threads=1, **expected(p, made))
         append_audit_log(r, operator="datazones audit")
         return {"package_id": p["package_id"], "ok": r.ok, "files": r.files_checked, "bytes": r.bytes_checked,
                 "seconds": r.seconds, "problems": [pr.__dict__ for pr in r.problems]}

@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,6 +97,7 @@ class VerifyResult:
     bag: Path | None = None
     mets_sha256: str | None = None
     files: dict[str, tuple[int, str]] = field(default_factory=dict)  # package relpath -> (size, sha256) as found
+    tag_files: dict[str, str] = field(default_factory=dict)  # the bag's own files (bagit.txt, bag-info.txt, …)
 
 
 def _hash_one(path: Path, algorithms: Sequence[str], chunk: int) -> dict[str, str]:
@@ -280,7 +281,7 @@ def _check_bag(bag: bagit.Bag, bag_dir: Path, hashes: dict[Path, dict[str, str]]
 
 
 def verify_package(pkg: Path, *, threads: int = 2, expected_mets_sha256: str | None = None,
-                   at: datetime | None = None) -> VerifyResult:
+                   expected_tag_files: Mapping[str, str] | None = None, at: datetime | None = None) -> VerifyResult:
     """Verify a package folder, the bag around it, or the package folder inside a bag; see the module doc."""
     t0, checked_at = time.perf_counter(), at or datetime.now(UTC)
     pkg_dir, bag_dir = locate(Path(pkg))
@@ -324,12 +325,32 @@ def verify_package(pkg: Path, *, threads: int = 2, expected_mets_sha256: str | N
     if expected_mets_sha256 and mets_sha and expected_mets_sha256.lower() != mets_sha:
         problems.append(FileProblem("METS.xml", "modified", f"SHA-256:{expected_mets_sha256} (ledger)",
                                     f"SHA-256:{mets_sha}"))
+    tags = ({p.name: h["sha256"] for p, h in hashes.items() if p.parent == bag_dir}
+            if bag_dir is not None else {})
     if bag_obj is not None and bag_dir is not None:
         problems += _check_bag(bag_obj, bag_dir, hashes)
+    if expected_tag_files:  # recorded when the package was made: a tag file edited with its tagmanifest redone
+        extra = {p.path for p in problems if p.problem == "extra"}  # already said
+        problems += [p for p in _check_tags(expected_tag_files, tags) if p.problem != "extra" or p.path not in extra]
     unique = sorted(set(problems), key=lambda p: (p.path, p.problem, p.expected or "", p.found or ""))
     return VerifyResult(pkg_dir, objid, not unique, tuple(unique), len(hashes),
                         sum(p.stat().st_size for p in hashes), time.perf_counter() - t0, checked_at, bag_dir,
-                        mets_sha, dict(sorted(found.items())))
+                        mets_sha, dict(sorted(found.items())), dict(sorted(tags.items())))
+
+
+def _check_tags(expected: Mapping[str, str], found: Mapping[str, str]) -> list[FileProblem]:
+    """The bag's tag files against the SHA-256s the ledger recorded when the package was made. BagIt's
+    tagmanifest protects them only from accidents: whoever edits bag-info.txt can write a new tagmanifest too."""
+    out = []
+    for name in sorted(set(expected) | set(found)):
+        want, got = expected.get(name), found.get(name)
+        if want is None:
+            out.append(FileProblem(name, "extra", "not in the bag when it was made (ledger)", f"SHA-256:{got}"))
+        elif got is None:
+            out.append(FileProblem(name, "missing", f"SHA-256:{want} (ledger)", None))
+        elif want.lower() != got:
+            out.append(FileProblem(name, "modified", f"SHA-256:{want} (ledger)", f"SHA-256:{got}"))
+    return out
 
 
 def audit(pkgs: Sequence[Path], *, threads: int = 2, at: datetime | None = None) -> list[VerifyResult]:

@@ -24,6 +24,7 @@ from lifecycle.promote import promote
 from lifecycle.purge import purge
 from lifecycle.warm import WarmTable
 from tests.conftest import write_project
+from tests.test_fixity import _rewrite_tagmanifests
 from tests.test_promote import seeded_project
 from zones.config import Project, load
 from zones.errors import TerminalError
@@ -187,6 +188,16 @@ def test_audit_reports_modified_missing_and_extra_files(tmp_path: Path) -> None:
                                                                                                "extra")]
     assert "modified" in kinds[pkgs[0]["package_id"]] and "missing" in kinds[pkgs[1]["package_id"]]
     assert "extra" in kinds[pkgs[2]["package_id"]]
+    bag4 = Path(pkgs[4]["path"])  # bag-info.txt edited and its tagmanifests redone: only the ledger sees it
+    os.chmod(bag4, 0o750)
+    for f in bag4.glob("*.txt"):
+        os.chmod(f, 0o640)
+    (bag4 / "bag-info.txt").write_text((bag4 / "bag-info.txt").read_text() + "External-Identifier: forged\n")
+    _rewrite_tagmanifests(bag4)
+    forged = next(r for r in run_audit(project) if r["package_id"] == pkgs[4]["package_id"])
+    assert ("bag-info.txt", "modified") in {(p["path"], p["problem"]) for p in forged["problems"]}
+    receipt, ok, _ = verify_and_receipt(project, pkgs[4]["package_id"], tmp_path / "receipt")
+    assert not ok and not receipt.data["verdict"]["accepted"]
     bad = next(p for p in results[pkgs[0]["package_id"]]["problems"] if p["problem"] == "modified")
     assert bad["path"].endswith("lakarintyg.csv") and bad["expected"] != bad["found"]
     assert (Path(pkgs[0]["path"]).parent / f"{pkgs[0]['package_id']}.audit.premis.xml").is_file()

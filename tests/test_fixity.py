@@ -174,6 +174,38 @@ def test_ledger_mets_hash_is_checked(pristine: tuple[Path, Path], tmp_path: Path
     assert _kinds(result.problems) == {("METS.xml", "modified")}
 
 
+def _rewrite_tagmanifests(bag_dir: Path) -> None:
+    """What a careful forger does after editing a tag file: recompute every tagmanifest."""
+    for tm in bag_dir.glob("tagmanifest-*.txt"):
+        alg = tm.name.removeprefix("tagmanifest-").removesuffix(".txt")
+        lines = []
+        for line in tm.read_text().splitlines():
+            _, name = line.split(maxsplit=1)
+            lines.append(f"{hashlib.new(alg, (bag_dir / name).read_bytes()).hexdigest()}  {name}")
+        tm.write_text("\n".join(lines) + "\n")
+
+
+def test_a_tag_file_edited_with_its_tagmanifests_redone_is_caught_by_the_ledger_record(
+        pristine: tuple[Path, Path], tmp_path: Path) -> None:
+    """BagIt alone cannot see it: the forger rewrites the tagmanifests. The SHA-256s of the bag's own files,
+    recorded when the package was made, can."""
+    out = fresh(pristine[1], tmp_path)
+    made = verify_package(out)
+    assert made.ok and {"bagit.txt", "bag-info.txt", "manifest-sha256.txt", "tagmanifest-sha256.txt"} <= set(
+        made.tag_files)
+    assert verify_package(out, expected_tag_files=made.tag_files).ok
+    info = out / "bag-info.txt"
+    info.write_text(info.read_text().replace("Bagging-Date:", "External-Identifier: forged\nBagging-Date:"))
+    _rewrite_tagmanifests(out)
+    assert verify_package(out).ok  # BagIt's own checks pass
+    result = verify_package(out, expected_tag_files=made.tag_files)
+    assert not result.ok
+    assert {(p.path, p.problem) for p in result.problems} == {
+        ("bag-info.txt", "modified"), *((t, "modified") for t in made.tag_files if t.startswith("tagmanifest-"))}
+    (out / "tagmanifest-md5.txt").write_text("")  # a tag file that was not there
+    assert ("tagmanifest-md5.txt", "extra") in _kinds(verify_package(out, expected_tag_files=made.tag_files).problems)
+
+
 def test_audit_keeps_order_and_reports_each(pristine: tuple[Path, Path], tmp_path: Path) -> None:
     pkgs = [fresh(pristine[1], tmp_path / str(i)) for i in range(3)]
     _flip(pkgs[1] / "data" / OBJID / CSV)
