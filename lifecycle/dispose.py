@@ -7,6 +7,11 @@ approved, unheld packages — re-checking holds at that moment — and first wri
 register (package id, its METS checksum, basis, planner, approver, time; hash-chained, kept for ever) and a PREMIS
 deletion event file that outlives the package. No basis, no approval, a hold, or approver = planner → refused,
 nothing deleted. A crash between proof and deletion is finished by the next ``execute``.
+
+A plan is sealed by the hash-chained log: ``dispose.planned`` records the SHA-256 of its package list and who
+made it, ``dispose.approved`` the same digest and who approved. ``approve`` and ``execute`` recompute the digest
+from the plan table and take planner and approver from the log, so a plan edited after it was made (a package
+slipped in, a planner renamed to pass the four-eyes check) is refused with nothing deleted.
 """
 
 from __future__ import annotations
@@ -86,20 +91,48 @@ def plan(project: Project, ledger: Ledger, *, by: str, as_of: datetime | None = 
                         "dispose_after": p["dispose_after"].isoformat(), "mets_sha256": p["mets_sha256"],
                         "holds": _holds_hit(project, ledger, p, keys)})
     plan_id = "D-" + secrets.token_hex(4)
+    text = json.dumps(entries)
     with ledger.engine.begin() as c:
         c.execute(disposal_plans.insert().values(plan_id=plan_id, as_of=as_of, planned_by=by, planned_at=utcnow(),
-                                                 status="planned", packages=json.dumps(entries)))
-        ledger.append("dispose.planned", conn=c, plan_id=plan_id, by=by, packages=[e["package_id"] for e in entries])
+                                                 status="planned", packages=text))
+        ledger.append("dispose.planned", conn=c, plan_id=plan_id, by=by, packages=[e["package_id"] for e in entries],
+                      sha256=_digest(text))
     return {"plan_id": plan_id, "planned_by": by, "as_of": as_of.isoformat(), "packages": entries}
 
 
+def _digest(packages_json: str) -> str:
+    return hashlib.sha256(packages_json.encode()).hexdigest()
+
+
 def _plan(ledger: Ledger, plan_id: str) -> dict[str, Any]:
+    """The plan as its table holds it, checked against the log (module docstring): planner and approver are the
+    log's; a package list whose digest is not the one recorded raises."""
     with ledger.engine.connect() as c:
         r = c.execute(sa.select(disposal_plans).where(disposal_plans.c.plan_id == plan_id)).first()
     if r is None:
         raise TerminalError(f"no disposal plan {plan_id!r}; `zones dispose plan` makes one")
     d = dict(r._mapping)
+    said = {kind: e["payload"] for kind in ("dispose.planned", "dispose.approved") for e in ledger.events(kind=kind)
+            if e["payload"].get("plan_id") == plan_id}
+    planned, approved = said.get("dispose.planned"), said.get("dispose.approved")
+    digest = _digest(d["packages"])
+    for kind, event in (("made", planned), ("approved", approved)):
+        if event is None:
+            continue
+        if event.get("sha256") != digest:
+            raise TerminalError(f"disposal plan {plan_id} is not the plan that was {kind}: the ledger recorded its "
+                                f"package list as SHA-256 {event.get('sha256')}, the plan table now holds {digest}. "
+                                "Nothing was disposed; make a new plan (`zones dispose plan`) and have it approved")
+    if planned is None:
+        raise TerminalError(f"disposal plan {plan_id} has no dispose.planned record in the ledger; make a new plan")
+    d["planned_by"] = planned["by"]
+    if approved is not None:
+        d["approved_by"] = approved["by"]
+    elif d["status"] != "planned":
+        raise TerminalError(f"disposal plan {plan_id} says {d['status']} but the ledger records no approval; make a "
+                            "new plan and have it approved")
     d["packages"] = json.loads(d["packages"])
+    d["sha256"] = digest
     return d
 
 
@@ -113,7 +146,7 @@ def approve(ledger: Ledger, plan_id: str, *, by: str) -> dict[str, Any]:
     with ledger.engine.begin() as c:
         c.execute(disposal_plans.update().where(disposal_plans.c.plan_id == plan_id).values(
             approved_by=by, approved_at=utcnow(), status="approved"))
-        ledger.append("dispose.approved", conn=c, plan_id=plan_id, by=by)
+        ledger.append("dispose.approved", conn=c, plan_id=plan_id, by=by, sha256=p["sha256"])
     return _plan(ledger, plan_id)
 
 

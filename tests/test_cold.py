@@ -161,6 +161,41 @@ def test_disposal_needs_a_second_person_and_leaves_proof(tmp_path: Path) -> None
     assert dispose.verify_register(ledger)
 
 
+def test_a_disposal_plan_edited_after_it_was_made_or_approved_disposes_nothing(tmp_path: Path) -> None:
+    """The log seals each plan (digest of its package list, planner, approver): editing the plan table cannot
+    slip a package in, change a basis, or rename the planner to pass the four-eyes check."""
+    import json
+
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    archive(project, "lakarintyg", as_of=NOW, execute=True)
+    plan = dispose.plan(project, ledger, by="A", as_of=NOW)
+    assert len(plan["packages"]) >= 2
+    paths = [Path(p["path"]) for p in package_rows(ledger, "lakarintyg")]
+    with ledger.engine.begin() as c:  # the planner renamed in the table: A would approve A's own plan
+        c.execute(sa.text("UPDATE dz_disposal_plans SET planned_by = 'Z' WHERE plan_id = :p"),
+                  {"p": plan["plan_id"]})
+    with pytest.raises(TerminalError, match="different person"):
+        dispose.approve(ledger, plan["plan_id"], by="A")
+    dispose.approve(ledger, plan["plan_id"], by="B")
+    edited = [{**e, "basis": "a decision nobody approved"} for e in plan["packages"]]
+    with ledger.engine.begin() as c:
+        c.execute(sa.text("UPDATE dz_disposal_plans SET packages = :j WHERE plan_id = :p"),
+                  {"j": json.dumps(edited), "p": plan["plan_id"]})
+    with pytest.raises(TerminalError, match="not the plan that was made"):
+        dispose.execute(project, ledger, plan["plan_id"])
+    assert all(p.exists() for p in paths)
+    with ledger.engine.begin() as c:  # put back as approved: it runs, with planner and approver from the log
+        c.execute(sa.text("UPDATE dz_disposal_plans SET packages = :j WHERE plan_id = :p"),
+                  {"j": json.dumps(plan["packages"]), "p": plan["plan_id"]})
+    done, refused = dispose.execute(project, ledger, plan["plan_id"])
+    assert refused == [] and len(done) == len(plan["packages"])
+    with ledger.engine.connect() as c:
+        who = set(c.execute(sa.text("SELECT planned_by, approved_by FROM dz_disposals")).all())
+    assert who == {("A", "B")}
+
+
 def test_audit_reports_modified_missing_and_extra_files(tmp_path: Path) -> None:
     backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
     project = ready(backend, tmp_path)
