@@ -359,11 +359,5 @@ class Ledger:
             r = c.execute(q.order_by(batches.c.seq.desc()).limit(1)).first()
         return dict(r._mapping) if r else None
 
-    def sum_quarantined(self, dataset: str) -> int:
-        with self.engine.connect() as c:
-            v = c.execute(sa.select(sa.func.sum(batches.c.rows_quarantined)).where(
-                batches.c.dataset == dataset, batches.c.status == "committed")).scalar()
-        return int(v or 0)
-
     def dispose(self) -> None:
         self.engine.dispose()

@@ -586,6 +586,8 @@ def test_a_rejected_row_reread_in_the_lookback_is_quarantined_once_and_a_release
     again (one open entry, not one per run), and once released it is not quarantined anew."""
     from datetime import timedelta
 
+    from lifecycle.status import dataset_status
+
     project = _project(tmp_path, None)
     promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=1))
     key = _ids(project, "SELECT utbetalning_id FROM utbetalning ORDER BY utbetalning_id LIMIT 1 OFFSET 5")[0]
@@ -596,10 +598,13 @@ def test_a_rejected_row_reread_in_the_lookback_is_quarantined_once_and_a_release
     assert [r.rows_quarantined for r in reports] == [1, 1, 1]  # the gate rejects it each time it is read
     entries = summary(project, "utbetalning")
     assert [(e["open"], e["released"]) for e in entries] == [(1, 0)]  # but it is held once
+    quarantined = {r["dataset"]: r["quarantined"] for r in dataset_status(project)}
+    assert quarantined["utbetalning"] == 1  # `zones status`: what the quarantine holds, not the runs' sum
     over = release(project, "utbetalning", entries[0]["batch_id"], override_by="anna.steward", reason="case 17")
     assert over.released == 1 and str(key) in _warm_keys(project, "utbetalning")
     promote(project, "utbetalning", as_of=t + timedelta(minutes=55))  # re-read once more
     assert [(e["open"], e["released"]) for e in summary(project, "utbetalning")] == [(0, 1)]
+    assert {r["dataset"]: r["quarantined"] for r in dataset_status(project)}["utbetalning"] == 0
 
 
 def test_repeated_compound_keys_go_to_quarantine_row_by_row() -> None:
@@ -638,6 +643,7 @@ def test_a_changed_rejected_row_with_the_same_watermark_is_quarantined_again(tmp
     """The quarantine tells row versions apart by content, not key and watermark alone: a row corrected badly
     within one watermark tick and rejected again is held in its new form too."""
     from datetime import timedelta
+
 
     project = _project(tmp_path, None)
     promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=1))
