@@ -244,6 +244,20 @@ def demo_query(config: ConfigOpt = "zones.yaml") -> None:
     out.print(t)
 
 
+def build_once() -> None:
+    """For a warm worker, before it forks: build the click command from ``app`` once (~21 ms that typer spends on
+    every run) and let ``app()`` reuse it. Children run one command each, from a fresh copy."""
+    import typer.main
+
+    built = typer.main.get_command(app)
+    build = typer.main.get_command
+
+    def get_command(typer_instance: typer.Typer) -> Any:
+        return built if typer_instance is app else build(typer_instance)
+
+    typer.main.get_command = get_command
+
+
 def main() -> None:
     try:
         app()

@@ -75,6 +75,9 @@ def preload() -> float:
         from quality.gx import _patch_gx
 
         _patch_gx()
+        from lifecycle.cli import build_once
+
+        build_once()
     finally:
         gc.enable()
     gc.collect()

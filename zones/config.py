@@ -26,10 +26,15 @@ ENV_PREFIX = "DATAZONES__"
 KeyPath = tuple[str, ...]
 
 
+# libyaml's loader when PyYAML has it: the same nodes and marks, ~10x faster (28 → 3 ms for the demo zones.yaml,
+# paid by every command)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _compose(text: str, file: str) -> tuple[Any, dict[KeyPath, int]]:
     """Parse YAML keeping the line of every key path (1-based)."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file,
