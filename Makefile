@@ -70,8 +70,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check . || true
 	$(BIN)/mypy zones lifecycle quality lineage catalog
 
-## bench: promote 5M rows from PostgreSQL next to dlt and the COPY limit, 3 runs a case (installs the bench extra)
-BENCH_ARGS ?= --repeat 3
+## bench: promote 5M rows from PostgreSQL next to dlt and the COPY limit, 5 runs a case (installs the bench extra)
+BENCH_ARGS ?= --repeat 5
 bench:
 	@$(MAKE) --no-print-directory install EXTRAS=dev,bench
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)

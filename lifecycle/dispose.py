@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,8 @@ from lifecycle.promote import fault
 from lifecycle.protect import Keys, load_keys
 from zones.config import Project
 from zones.errors import TerminalError
+
+log = logging.getLogger("datazones.dispose")
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,10 @@ def _plan(ledger: Ledger, plan_id: str) -> dict[str, Any]:
     digest = _digest(d["packages"])
     for kind, event in (("made", planned), ("approved", approved)):
         if event is None:
+            continue
+        if "sha256" not in event:  # recorded before plans were sealed (0.1.0 development ledgers)
+            log.warning("disposal plan %s was %s before plans were sealed: its package list is not checked",
+                        plan_id, kind)
             continue
         if event.get("sha256") != digest:
             raise TerminalError(f"disposal plan {plan_id} is not the plan that was {kind}: the ledger recorded its "
@@ -212,6 +219,9 @@ def execute(project: Project, ledger: Ledger, plan_id: str, *, keys: Keys | None
     if p["status"] not in ("approved", "executed"):
         raise TerminalError(f"plan {plan_id} is {p['status']}: it must be approved by a second person first "
                             f"(`zones dispose approve {plan_id} --by WHO`)")
+    if p["approved_by"].strip().casefold() == p["planned_by"].strip().casefold():
+        raise TerminalError(f"plan {plan_id} was made and approved by {p['planned_by']}: disposal needs two "
+                            "people (four-eyes rule); make a new plan")
     keys = keys or load_keys(need_seal=False)
     done, refused = [], []
     current = {r["package_id"]: r for r in package_rows(ledger)}

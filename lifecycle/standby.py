@@ -9,9 +9,11 @@ then finds GX ready — ~0.25 s of a small incremental run here — and runs exa
 command's own environment, directory and streams replace the warm-up's before it starts.
 
 The hint is the last promotion's arguments and directory, and only the environment needed to find its hot tables
-(``DATAZONES__*`` overrides, ``PG*`` connection settings, locale and paths): the pseudonymisation and seal keys
-never reach a standby before its command does. Everything here is best effort: a hint that no longer parses or
-connects costs nothing but the warm-up.
+(``DATAZONES__*`` overrides, ``PG*`` connection settings, locale, time zone and paths); the warm-up runs in that
+environment (before any promotion, in the worker's own without anything else), so the pseudonymisation and seal
+keys are not in the standby's environment until its command brings them. (Its memory is a copy of the worker's,
+which received earlier commands' environments: the same process boundary as the worker itself.) Everything here
+is best effort: a hint that no longer parses or connects costs nothing but the warm-up.
 """
 
 from __future__ import annotations
@@ -33,8 +35,7 @@ def hint(msg: dict[str, Any]) -> dict[str, Any] | None:
     words = [a for a in argv if not a.startswith("-")]
     if not words or words[0] != "promote":  # the standby parses the rest (the worker stays out of the CLI)
         return None
-    env = {k: str(v) for k, v in (msg.get("env") or {}).items()
-           if k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES}
+    env = _safe_env({k: str(v) for k, v in (msg.get("env") or {}).items()})
     return {"argv": argv, "cwd": str(msg.get("cwd") or "/"), "env": env}
 
 
@@ -58,17 +59,26 @@ def target(argv: list[str]) -> tuple[str, list[str], bool] | None:
     return str(params.get("config") or "zones.yaml"), list(params.get("datasets") or []), bool(params.get("all_"))
 
 
+def _safe_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES}
+
+
 def warm(last: dict[str, Any] | None) -> None:
-    """Make GX's runner, then rehearse the gates of the promotion ``last`` names (see the module docstring)."""
+    """Make GX's runner, then rehearse the gates of the promotion ``last`` names (see the module docstring).
+    The environment is the hint's (or, before any promotion, the worker's own without its secrets) from the start,
+    so GX's DuckDB takes its time zone (a command with another ``TZ`` gets a new runner: :mod:`lifecycle.worker`)."""
+    import time
+
+    env = last["env"] if last is not None else _safe_env(dict(os.environ))
+    os.environ.clear()
+    os.environ.update(env)
+    time.tzset()
+    if last is not None:
+        os.chdir(last["cwd"])
     from quality.gx import warm_up
 
     seconds = warm_up()
-    found = None
-    if last is not None:
-        os.chdir(last["cwd"])
-        os.environ.clear()
-        os.environ.update(last["env"])  # before parsing: the command line may take --config from DATAZONES_CONFIG
-        found = target(last["argv"])
+    found = target(last["argv"]) if last is not None else None  # after the environment: --config may come from it
     if found is None:
         log.info("standby %d: GX warmed up in %.2f s", os.getpid(), seconds)
         return
@@ -78,7 +88,7 @@ def warm(last: dict[str, Any] | None) -> None:
 
     project = load(config)
     declared = list(project.config.datasets)
-    chosen = declared if every else [n for n in dict.fromkeys(names) if n in declared]
-    rehearse(project, chosen[:MAX_DATASETS])
+    chosen = (declared if every else [n for n in dict.fromkeys(names) if n in declared])[:MAX_DATASETS]
+    rehearse(project, chosen)
     log.info("standby %d: GX warmed up in %.2f s; rehearsed the gates of %s", os.getpid(), seconds,
-             ", ".join(chosen[:MAX_DATASETS]) or "no dataset")
+             ", ".join(chosen) or "no dataset")

@@ -46,7 +46,8 @@ from lifecycle.worker_client import PROTOCOL, fingerprint, peer_uid, recv_messag
 
 log = logging.getLogger("datazones.worker")
 STANDBY = "standby"  # selector data of the standby's socket
-STANDBY_FAILURES = 3  # standbys that died before use: then commands get fresh forks only
+STANDBY_FAILURES = 3  # standbys in a row that died before use: then commands get fresh forks only
+_COLD = object()
 REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request once connected (it sends at once)
 _HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}  # blocked across fork: the child resets them first
 # Libraries and datazones modules a command imports. (lifecycle.cli is loaded too, by `zones worker` itself: a
@@ -98,6 +99,7 @@ class Worker:
         self.standby_failures = 0
         self.hint: dict[str, Any] | None = None  # the last promotion's (lifecycle.standby.hint)
         self._detached = False
+        self._warmed_tz: str | object | None = _COLD  # in a standby: TZ when GX's runner was made
         self.fingerprint = code  # taken before the preload: an edit made while it ran is caught
         self.children: dict[int, socket.socket] = {}
         self.stopping = False
@@ -195,6 +197,8 @@ class Worker:
                 return
             pid = self._to_standby(msg, fds, conn)
             if pid is None:
+                if self.standby is not None:  # still warming up: it must not take a core from this command
+                    self._drop_standby(kill=True)
                 old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
                 try:
                     pid = os.fork()
@@ -204,12 +208,13 @@ class Worker:
                 if pid == 0:
                     self._child(msg, fds, conn, old)  # never returns
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
-            from lifecycle.standby import hint
-
-            self.hint = hint(msg) or self.hint
             self.children[pid] = conn
             send_message(conn, {"pid": pid})
             self.sel.register(conn, selectors.EVENT_READ, pid)  # readable only when the client is gone
+            with contextlib.suppress(Exception):  # only a hint for the next standby
+                from lifecycle.standby import hint
+
+                self.hint = hint(msg) or self.hint
         except Exception as exc:  # a bad request or a broken client must not stop the worker
             log.warning("a command could not be started: %s: %s", type(exc).__name__, exc)
             if conn.fileno() >= 0 and conn not in self.children.values():
@@ -282,6 +287,7 @@ class Worker:
             return None
         finally:
             sb.sock.close()
+        self.standby_failures = 0  # counted in a row
         return sb.pid
 
     def _drop_standby(self, *, kill: bool) -> None:
@@ -291,11 +297,14 @@ class Worker:
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(sb.sock)
         sb.sock.close()
-        if kill:
+        if kill:  # _reap collects it (or, at stop, the wait below)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(sb.pid, signal.SIGTERM)
+                os.kill(sb.pid, signal.SIGKILL)
+        if kill and self.stopping:
+            deadline = time.monotonic() + 5
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(sb.pid, 0)
+                while os.waitpid(sb.pid, os.WNOHANG)[0] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.01)
 
     def _standby_child(self, sock: socket.socket, mask: Any) -> None:
         """In the standby: warm up, say so, wait for one command and run it as :meth:`_child` does."""
@@ -305,34 +314,44 @@ class Worker:
             os.dup2(null, 0)
             os.dup2(null, 1)
             os.close(null)
-            try:
-                from lifecycle.standby import warm
+            from lifecycle.standby import warm
 
+            try:
                 warm(self.hint)
             except Exception as exc:  # best effort: the command runs all the same
                 log.info("standby warm-up incomplete: %s: %s", type(exc).__name__, exc)
+            self._warmed_tz = os.environ.get("TZ")  # as GX's runner (if made) saw it
             gc.collect()
             gc.freeze()
             sock.sendall(b"R")
+        except BaseException:  # stopped (SIGTERM) or its worker is gone, before any command came: nothing to say
+            os._exit(0)
+        try:
             msg, fds = recv_message(sock, max_fds=4)
+            if msg is None:  # the worker let it go
+                os._exit(0)
+            if not isinstance(msg, dict) or len(fds) != 4:
+                os._exit(70)
+            conn = socket.socket(fileno=fds[3])
             sock.close()
-        except BaseException:  # stopped (SIGTERM) or its worker is gone
-            os._exit(0)
-        if not isinstance(msg, dict) or len(fds) != 4:
-            os._exit(0)
-        self._child(msg, fds[:3], socket.socket(fileno=fds[3]), mask)
+        except KeyboardInterrupt:  # the client's Ctrl-C, forwarded before the command began
+            os._exit(128 + signal.SIGINT)
+        except BaseException:  # a command was handed over but cannot run: never report success for it
+            os._exit(70)
+        self._child(msg, fds[:3], conn, mask)
 
     def _detach(self, mask: Any) -> None:
-        """A child's first steps: its own session, default signals, none of the worker's sockets."""
-        if self._detached:
-            return
-        self._detached = True
-        os.setsid()  # signals for the worker (its terminal's Ctrl-C, a service stop) are not the command's
+        """A child's first steps: its own session, default signals, none of the worker's sockets. (A standby calls it
+        again when its command comes: the signals are reset again, the rest is done once.)"""
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if self._detached:
+            return
+        self._detached = True
+        os.setsid()  # signals for the worker (its terminal's Ctrl-C, a service stop) are not the command's
         self.listener.close()
         for c in self.children.values():
             c.close()
@@ -378,6 +397,11 @@ class Worker:
             os.environ.clear()
             os.environ.update(msg["env"])
             time.tzset()
+            tz_changed = self._warmed_tz is not _COLD and os.environ.get("TZ") != self._warmed_tz
+            if tz_changed:
+                from quality.gx import discard_runner  # its DuckDB took the warm-up's time zone: make a new one
+
+                discard_runner()
             os.umask(int(msg.get("umask", 0o022)))
             sys.argv = ["zones", *msg["argv"]]
             _rebind_output()

@@ -501,6 +501,17 @@ def _close() -> None:
             r.close()
 
 
+def discard_runner() -> None:
+    """Close the process's runner, if any; the next :func:`runner` makes a new one (a worker's standby whose
+    runner was made under another time zone than its command's)."""
+    global _runner
+    with _lock:
+        r, _runner = _runner, None
+    if r is not None:
+        with r.lock:
+            r.close()
+
+
 def runner() -> GXRunner:
     """The process-wide runner (GX contexts are heavy; one is enough). Callers hold ``runner().lock``.
 

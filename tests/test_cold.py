@@ -196,6 +196,32 @@ def test_a_disposal_plan_edited_after_it_was_made_or_approved_disposes_nothing(t
     assert who == {("A", "B")}
 
 
+def test_a_plan_recorded_before_plans_were_sealed_still_runs_and_four_eyes_hold_at_execution(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A development ledger's plan whose events carry no digest is executed as before, with a warning; a plan
+    whose log says one person made and approved it is refused at execution too."""
+    import json
+
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    archive(project, "lakarintyg", as_of=NOW, execute=True)
+    entries = dispose.plan(project, ledger, by="A", as_of=NOW)["packages"]
+    for plan_id, planner, approver in (("D-legacy", "A", "B"), ("D-alone", "C", "C")):
+        with ledger.engine.begin() as c:  # as 0.1.0 development builds wrote them: no sha256 in the events
+            c.execute(sa.text("INSERT INTO dz_disposal_plans (plan_id, as_of, planned_by, planned_at, status, "
+                              "packages, approved_by) VALUES (:p, :t, :a, :t, 'approved', :j, :b)"),
+                      {"p": plan_id, "t": NOW, "a": planner, "b": approver, "j": json.dumps(entries)})
+            ledger.append("dispose.planned", conn=c, plan_id=plan_id, by=planner,
+                          packages=[e["package_id"] for e in entries])
+            ledger.append("dispose.approved", conn=c, plan_id=plan_id, by=approver)
+    with pytest.raises(TerminalError, match="four-eyes"):
+        dispose.execute(project, ledger, "D-alone")
+    with caplog.at_level("WARNING", logger="datazones.dispose"):
+        done, refused = dispose.execute(project, ledger, "D-legacy")
+    assert refused == [] and len(done) == len(entries) and "before plans were sealed" in caplog.text
+
+
 def test_audit_reports_modified_missing_and_extra_files(tmp_path: Path) -> None:
     backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
     project = ready(backend, tmp_path)

@@ -510,6 +510,33 @@ def test_a_check_duckdb_cannot_run_does_not_mask_the_others() -> None:
     assert out.blocked and not alone.blocked
 
 
+def test_a_discarded_runner_is_made_anew_and_judges_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's standby discards a runner made under another TZ than its command's (its DuckDB keeps the time
+    zone it was made in): the next runner is a new one, in the new zone, with the same verdicts."""
+    import pyarrow as pa
+
+    from quality.gx import discard_runner, runner, warm_up
+    from quality.gx_gate import GXGate
+
+    ds = load(REPO / "zones.yaml").dataset("utbetalning")
+    page = pa.table({"utbetalning_id": [1, 2, 2], "netto_sek": [1, 2, 3]})
+
+    def verdicts() -> dict[str, int]:
+        out = GXGate("anew", ds).check(page, bad_type=pa.array([False] * 3), dataset=ds)
+        return {c.name: c.failed for c in out.checks}
+
+    warm_up()
+    first, before = runner(), verdicts()
+    monkeypatch.setenv("TZ", "America/New_York")
+    discard_runner()
+    second = runner()
+    assert second is not first
+    assert second.duck.execute("SELECT current_setting('TimeZone')").fetchall() == [("America/New_York",)]
+    assert verdicts() == before
+    monkeypatch.delenv("TZ")
+    discard_runner()
+
+
 def test_suites_that_differ_only_in_a_value_type_do_not_share_a_memoised_graph() -> None:
     """Fix 7 keys its graphs by the configurations: a date and the same date as text (YAML's 2025-01-01 vs
     "2025-01-01") are different checks and must be judged each by its own graph, as GX does."""

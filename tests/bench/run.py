@@ -111,7 +111,7 @@ def median_run(runs: list[Result]) -> Result:
     return pick
 
 
-def paired_share(a: Result | None, b: Result | None, key: str) -> tuple[float, int] | None:
+def paired_share(a: Result | None, b: Result | None, key: str) -> tuple[float, int, list[float]] | None:
     """The median over rounds of (a − b) / a, from each round's own pair of runs (``key``: ``runs_s`` or
     ``runs_total_s``), and the number of rounds; the cases ran side by side in each round, so the machine's
     drift between rounds cancels. None without two full sets of rounds."""
@@ -122,7 +122,8 @@ def paired_share(a: Result | None, b: Result | None, key: str) -> tuple[float, i
         return None
     n = len(shares)
     mid = shares[n // 2] if n % 2 else (shares[n // 2 - 1] + shares[n // 2]) / 2
-    return mid, n
+    rounds = [(x - y) / x for x, y in zip(xs, ys, strict=False) if x and y]  # in round order, for the reader
+    return mid, n, rounds
 
 
 def incremental_runs(run: Callable[[], list[Result]], folder: Any, repeat: int,
@@ -286,9 +287,10 @@ def bars(results: list[Result], rows: int, big_rows: int, repeat: int = 1) -> li
     nogate = by.get("datazones-full-nogate")
     paired = paired_share(full, nogate, "runs_s")
     if paired:
-        v, n = paired
-        shown = (f"{v * 100:.1f} % (median over {n} rounds of each round's full minus no-gate; medians "
-                 f"{full.seconds if full else 0:.2f} s vs {nogate.seconds if nogate else 0:.2f} s)")
+        v, n, rounds = paired
+        shown = (f"{v * 100:.1f} % (median over {n} rounds of each round's full minus no-gate: "
+                 f"{_pcts(rounds)}; medians {full.seconds if full else 0:.2f} s vs "
+                 f"{nogate.seconds if nogate else 0:.2f} s)")
     else:
         v = ((full.seconds - nogate.seconds) / full.seconds if full and nogate and not full.error
              and not nogate.error and full.seconds and nogate.seconds else None)
@@ -315,6 +317,12 @@ def bars(results: list[Result], rows: int, big_rows: int, repeat: int = 1) -> li
         f"{(big.peak_mb or 0) if big else 0:.0f} MB vs {(full.peak_mb or 0) if full else 0:.0f} MB = {v or 0:.2f}×",
         "needs datazones-full and the big table (not --skip-big)")
     return out + cold.bars(results, RSS_LIMIT_MB)
+
+
+def _pcts(shares: list[float]) -> str:
+    """Each round's share: their spread is the run-to-run noise of this machine (one round can even show the
+    control slower than the gated run)."""
+    return ", ".join(f"{x * 100:.1f}" for x in shares) + " %"
 
 
 def gate_cpu(by: dict[str, Result]) -> dict[str, float] | None:
@@ -344,9 +352,9 @@ def worker_bars(by: dict[str, Result], bar: Callable[..., None]) -> None:
     paired = paired_share(wfull, control, "runs_total_s")
     t_full, t_nogate = _total(wfull), _total(control)
     if paired:
-        v, n = paired
-        shown = (f"{v * 100:.1f} % (median over {n} rounds; medians {t_full or 0:.2f} s vs {t_nogate or 0:.2f} s "
-                 "in promote)")
+        v, n, rounds = paired
+        shown = (f"{v * 100:.1f} % (median over {n} rounds: {_pcts(rounds)}; medians {t_full or 0:.2f} s vs "
+                 f"{t_nogate or 0:.2f} s in promote)")
     else:
         v = (t_full - t_nogate) / t_full if t_full and t_nogate else None
         shown = f"{(v or 0) * 100:.1f} % ({t_full or 0:.2f} s vs {t_nogate or 0:.2f} s in promote)"
