@@ -206,7 +206,10 @@ class Worker:
                     signal.pthread_sigmask(signal.SIG_SETMASK, old)
                     raise
                 if pid == 0:
-                    self._child(msg, fds, conn, old)  # never returns
+                    try:
+                        self._child(msg, fds, conn, old)  # never returns
+                    finally:
+                        os._exit(70)  # whatever escaped, a child never runs on in the worker's loop
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
             self.children[pid] = conn
             send_message(conn, {"pid": pid})
@@ -249,18 +252,23 @@ class Worker:
             return
         if pid == 0:
             mine.close()
-            self._standby_child(theirs, old)  # never returns
+            try:
+                self._standby_child(theirs, old)  # never returns
+            finally:
+                os._exit(70)  # whatever escaped, a child never runs on in the worker's loop
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
         theirs.close()
         self.standby = _Standby(pid, mine, self.hint)
         self.sel.register(mine, selectors.EVENT_READ, STANDBY)
 
-    def _standby_says(self, sock: socket.socket) -> None:
+    def _standby_says(self, sock: socket.socket, *, wait: bool = True) -> None:
         sb = self.standby
         if sb is None or sock is not sb.sock:
             return  # a standby handed a command in this round of events
         try:
-            said = sock.recv(16)
+            said = sock.recv(16) if wait else sock.recv(16, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return  # nothing said yet
         except OSError:
             said = b""
         if said:
@@ -273,6 +281,9 @@ class Worker:
     def _to_standby(self, msg: dict[str, Any], fds: list[int], conn: socket.socket) -> int | None:
         """Hand the command to a ready standby; its pid, or None (then the command gets a fresh fork)."""
         sb = self.standby
+        if sb is not None and not sb.ready:  # its "ready" may be waiting in this same round of events
+            self._standby_says(sb.sock, wait=False)
+            sb = self.standby
         if sb is None or not sb.ready:
             return None
         self.standby = None
@@ -324,6 +335,9 @@ class Worker:
             gc.collect()
             gc.freeze()
             sock.sendall(b"R")
+            # Signals wait again until _child is inside its handlers: a Ctrl-C forwarded between the hand-over and
+            # then must not unwind into this copy of the worker's loop (whose exit would remove the worker's socket).
+            signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
         except BaseException:  # stopped (SIGTERM) or its worker is gone, before any command came: nothing to say
             os._exit(0)
         try:
@@ -332,6 +346,7 @@ class Worker:
                 os._exit(0)
             if not isinstance(msg, dict) or len(fds) != 4:
                 os._exit(70)
+            os.set_inheritable(fds[3], False)  # as accept() makes it for a forked command: not for its programs
             conn = socket.socket(fileno=fds[3])
             sock.close()
         except KeyboardInterrupt:  # the client's Ctrl-C, forwarded before the command began

@@ -239,3 +239,29 @@ def test_a_standby_learns_only_where_the_last_promotion_was_and_never_its_keys()
     assert target(["--verbose", "promote", "--all"]) == ("zones.yaml", [], True)
     assert target(["archive", "a"]) is None and target([]) is None
     assert target(["promote", "--batch-rows", "x"]) == ("zones.yaml", [], False)  # the command will say what is wrong
+
+
+def test_a_command_that_comes_while_the_standby_warms_up_gets_a_fresh_fork_alone(tmp_path: Path) -> None:
+    """A standby still warming up would take a core from the command: it is killed and the command gets a fresh
+    fork (a standby that is ready by then takes it instead). Either way the command runs and reports its code."""
+    from lifecycle.worker_client import PROTOCOL, fingerprint, recv_message, send_message
+
+    sock = tmp_path / "run" / "worker.sock"
+    with running_worker(sock) as w:
+        deadline = time.monotonic() + 30
+        while not (standby := _children(w.proc.pid)):  # forked at once, then warming up (~0.3 s and more)
+            assert time.monotonic() < deadline, "no standby"
+            time.sleep(0.005)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, open(os.devnull) as null, \
+                open(os.devnull, "w") as sink:
+            s.connect(str(sock))
+            send_message(s, {"protocol": PROTOCOL, "fingerprint": fingerprint(), "cwd": str(tmp_path),
+                             "env": _env(), "argv": ["--help"]}, [null.fileno(), sink.fileno(), sink.fileno()])
+            reply, _ = recv_message(s)
+            done, _ = recv_message(s)
+        assert done == {"rc": 0}
+        if reply["pid"] not in standby:  # a fresh fork: the standby that was warming up is gone
+            deadline = time.monotonic() + 10
+            while standby & _children(w.proc.pid):
+                assert time.monotonic() < deadline, "the warming standby was not stopped"
+                time.sleep(0.02)
