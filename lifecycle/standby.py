@@ -3,7 +3,7 @@
 ``zones worker`` keeps one forked child in reserve (:mod:`lifecycle.worker`). It cannot make Great Expectations'
 runner itself: the runner's DuckDB starts ~25 native threads, and a process with threads must not fork. The
 standby is a child, so it may: while the worker is idle it makes the runner and validates a tiny batch
-(:func:`quality.gx.warm_up`), and if the worker has seen a promotion it rehearses the gates of that promotion's
+(:func:`quality.gx_warmup.warm_up`), and if the worker has seen a promotion it rehearses the gates of that promotion's
 datasets on empty batches of their hot tables' schemas (:func:`lifecycle.promote.rehearse`). The next command
 then finds GX ready — ~0.25 s of a small incremental run here — and runs exactly as in a fresh child: the
 command's own environment, directory and streams replace the warm-up's before it starts.
@@ -75,7 +75,7 @@ def warm(last: dict[str, Any] | None) -> None:
     time.tzset()
     if last is not None:
         os.chdir(last["cwd"])
-    from quality.gx import warm_up
+    from quality.gx_warmup import warm_up
 
     seconds = warm_up()
     found = target(last["argv"]) if last is not None else None  # after the environment: --config may come from it

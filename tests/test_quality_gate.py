@@ -515,8 +515,9 @@ def test_a_discarded_runner_is_made_anew_and_judges_the_same(monkeypatch: pytest
     zone it was made in): the next runner is a new one, in the new zone, with the same verdicts."""
     import pyarrow as pa
 
-    from quality.gx import discard_runner, runner, warm_up
+    from quality.gx import discard_runner, runner
     from quality.gx_gate import GXGate
+    from quality.gx_warmup import warm_up
 
     ds = load(REPO / "zones.yaml").dataset("utbetalning")
     page = pa.table({"utbetalning_id": [1, 2, 2], "netto_sek": [1, 2, 3]})
