@@ -442,18 +442,15 @@ def _arrow_name(table: str) -> str:
 def _close() -> None:
     """At exit: release DuckDB once any validation in flight is done (a gate's rehearsal on its loader thread
     may still be running when a run that found no rows returns: closing under it aborts the process)."""
-    global _runner, _closed
+    global _closed
     with _lock:
-        _closed = True
-        r, _runner = _runner, None
-    if r is not None:
-        with r.lock:
-            r.close()
+        _closed = True  # no new runner after this
+    discard_runner()
 
 
 def discard_runner() -> None:
-    """Close the process's runner, if any; the next :func:`runner` makes a new one (a worker's standby whose
-    runner was made under another time zone than its command's)."""
+    """Close the process's runner, if any, once a validation in flight is done; the next :func:`runner` makes a
+    new one (a worker's standby whose runner was made under another time zone than its command's)."""
     global _runner
     with _lock:
         r, _runner = _runner, None
