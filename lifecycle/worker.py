@@ -66,11 +66,10 @@ def preload() -> float:
     try:
         for name in PRELOAD:
             importlib.import_module(name)
-        from quality.defer import defer_heavy
+        from quality.defer import import_gx
 
-        defer_heavy()
+        import_gx()
         import duckdb_engine  # noqa: F401
-        import great_expectations  # noqa: F401
 
         import quality.expectations  # noqa: F401  (registers the datazones expectations)
         from quality.gx import _patch_gx

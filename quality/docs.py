@@ -15,7 +15,9 @@ from typing import Any
 
 def build(runs: list[dict[str, Any]], out_dir: Path) -> Path:
     """Render Data Docs for ``runs`` (rows of ``dz_gate_runs``) into ``out_dir``; return the index.html path."""
-    import great_expectations as gx
+    from quality.defer import import_gx
+
+    gx = import_gx()
     from great_expectations.core.expectation_validation_result import (
         expectationSuiteValidationResultSchema,
     )

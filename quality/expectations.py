@@ -23,13 +23,17 @@ from datetime import date
 from typing import Any, ClassVar, Literal
 
 import sqlalchemy as sa
-from great_expectations.execution_engine import SqlAlchemyExecutionEngine
-from great_expectations.expectations.expectation import (
+
+from quality.defer import import_gx
+
+import_gx()  # before GX's first import anywhere in the process: quality/defer.py
+from great_expectations.execution_engine import SqlAlchemyExecutionEngine  # noqa: E402
+from great_expectations.expectations.expectation import (  # noqa: E402
     ColumnMapExpectation,
     ColumnPairMapExpectation,
     MulticolumnMapExpectation,
 )
-from great_expectations.expectations.metrics.map_metric_provider import (
+from great_expectations.expectations.metrics.map_metric_provider import (  # noqa: E402
     ColumnMapMetricProvider,
     ColumnPairMapMetricProvider,
     MulticolumnMapMetricProvider,

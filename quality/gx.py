@@ -329,11 +329,10 @@ class GXRunner:
 
     def __init__(self) -> None:
         logging.getLogger("great_expectations").setLevel(logging.ERROR)
-        from quality.defer import defer_heavy
+        from quality.defer import import_gx
 
-        defer_heavy()  # altair and scipy.stats: ~0.8 s of GX's import, used only by expectations we rarely run
+        gx = import_gx()  # without altair, scipy.stats and GX's pandas and Spark datasources: quality/defer.py
         import duckdb_engine
-        import great_expectations as gx
 
         import quality.expectations as dz_expectations
 

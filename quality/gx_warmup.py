@@ -23,6 +23,9 @@ def warm_up() -> float:
     metric lookups, query compilation) is then done. A warm worker's standby child calls this before any command
     arrives (:mod:`lifecycle.worker`); seconds taken. Results of later batches are unaffected: the warm-up table
     is dropped and its metric cache and graphs are kept apart from every dataset's (keyed by table)."""
+    from quality.defer import import_gx
+
+    import_gx()  # before the first GX import: quality/defer.py
     from great_expectations import expectations as gxe
 
     import quality.expectations as dz

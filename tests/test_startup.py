@@ -63,3 +63,47 @@ def test_cli_exit_codes_and_output_survive_the_fast_exit(tmp_path: Path) -> None
     err = _cli(tmp_path, "validate", "--config", str(broken))
     assert err.returncode == 2, (err.returncode, err.stderr[-800:])
     assert "did you mean 'expect_column_values_to_be_between'" in " ".join((err.stderr + err.stdout).split())
+
+
+def test_gx_runs_without_its_pandas_and_spark_datasources_and_loads_them_when_asked() -> None:
+    code = """
+import sys
+from quality.gx import runner
+runner()
+def skipped():
+    return sorted(m.rpartition('.')[2] for m in sys.modules if m.startswith('great_expectations.datasource.fluent.')
+                  and m.rpartition('.')[2].startswith(('pandas_', 'spark_')))
+print('skipped', skipped(), 'PandasDatasource' in vars(sys.modules['great_expectations.datasource.fluent']))
+import great_expectations as gx
+import pandas as pd
+ctx = gx.get_context(mode='ephemeral')
+ctx.variables.progress_bars = {'globally': False}
+ds = ctx.data_sources.add_pandas('p')
+from great_expectations.datasource.fluent import PandasDatasource, SparkDatasource
+from great_expectations.datasource.fluent.sources import DataSourceManager
+batch = ds.add_dataframe_asset('a').add_batch_definition_whole_dataframe('b').get_batch(
+    batch_parameters={'dataframe': pd.DataFrame({'x': [1.0, 2.0, None]})})
+res = batch.validate(gx.expectations.ExpectColumnValuesToNotBeNull(column='x'))
+print('late', isinstance(ds, PandasDatasource), PandasDatasource.__module__, res.success,
+      res.result['unexpected_count'], DataSourceManager.type_lookup['spark'] is SparkDatasource,
+      'pandas_datasource' in skipped(), 'add_spark' in dir(ctx.data_sources))
+"""
+    r = _py(code)
+    lines = [x for x in r.stdout.splitlines() if x.startswith(("skipped", "late"))]
+    assert lines == ["skipped [] False",
+                     "late True great_expectations.datasource.fluent.pandas_datasource False 1 True True True"], \
+        r.stderr[-800:]
+
+
+def test_gx_types_looked_up_by_name_load_the_skipped_datasources() -> None:
+    r = _py("from quality.defer import import_gx; import_gx(); "
+            "from great_expectations.datasource.fluent.sources import DataSourceManager as M; "
+            "print(M.type_lookup['pandas'].__name__, M.type_lookup['spark_filesystem'].__name__)")
+    assert r.stdout.strip().splitlines()[-1:] == ["PandasDatasource SparkFilesystemDatasource"], r.stderr[-800:]
+
+
+def test_gx_imported_before_datazones_is_left_whole() -> None:
+    r = _py("import great_expectations.datasource.fluent as f; from quality.gx import runner; runner(); "
+            "print(getattr(f.PandasDatasource, '_dz_placeholder', False), hasattr(runner().context.data_sources, "
+            "'add_pandas'), '__getattr__' in vars(f))")
+    assert r.stdout.strip().splitlines()[-1:] == ["False True False"], r.stderr[-800:]
