@@ -179,8 +179,9 @@ def _restore(skipped: list[str]) -> None:
         try:
             return crud(self, attr)
         except AttributeError:
-            if attr.startswith("_") or not load():
+            if attr.startswith("_"):
                 raise
+            load()  # done already if the error message listed the factories
             return crud(self, attr)
 
     def missing(self: Any, key: Any) -> Any:
@@ -188,6 +189,14 @@ def _restore(skipped: list[str]) -> None:
             return self.data[key]
         raise KeyError(key)
 
+    listing = DataSourceManager.factories.fget
+    assert listing is not None
+
+    def factories(self: Any) -> Any:  # what `context.data_sources` offers (its dir(), its error messages): all
+        load()
+        return listing(self)
+
     cast(Any, DataSourceManager).__getattr__ = manager_getattr
+    cast(Any, DataSourceManager).factories = property(factories)
     cast(Any, TypeLookup).__missing__ = missing
 

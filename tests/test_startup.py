@@ -102,6 +102,13 @@ def test_gx_types_looked_up_by_name_load_the_skipped_datasources() -> None:
     assert r.stdout.strip().splitlines()[-1:] == ["PandasDatasource SparkFilesystemDatasource"], r.stderr[-800:]
 
 
+def test_gx_lists_the_skipped_datasources_among_its_factories() -> None:
+    r = _py("import sys; from quality.gx import runner; f = runner().context.data_sources.factories; "
+            "print('add_pandas' in f, 'add_spark' in f, 'add_sql' in f, "
+            "'great_expectations.datasource.fluent.pandas_datasource' in sys.modules)")
+    assert r.stdout.strip().splitlines()[-1:] == ["True True True True"], r.stderr[-800:]
+
+
 def test_gx_imported_before_datazones_is_left_whole() -> None:
     r = _py("import great_expectations.datasource.fluent as f; from quality.gx import runner; runner(); "
             "print(getattr(f.PandasDatasource, '_dz_placeholder', False), hasattr(runner().context.data_sources, "
