@@ -189,7 +189,7 @@ def _restore(skipped: list[str]) -> None:
             return self.data[key]
         raise KeyError(key)
 
-    listing = DataSourceManager.factories.fget
+    listing = cast(property, vars(DataSourceManager)["factories"]).fget
     assert listing is not None
 
     def factories(self: Any) -> Any:  # what `context.data_sources` offers (its dir(), its error messages): all
