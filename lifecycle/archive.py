@@ -11,7 +11,10 @@ order-independent content hash equal to the warm rows'; the E-ARK reference vali
 from warm (a MERGE on key + watermark, held rows excluded), ledger.
 
 Anything not yet verified in the ledger is unfinished work: a rerun removes it and builds again. A verified
-package whose warm rows were not yet deleted is not rebuilt; the rerun finishes the delete.
+package whose warm rows were not yet deleted is not rebuilt; the rerun finishes the delete. Rows a verified
+package of the period already holds, exactly as they are (rows a hold kept in warm), are never packaged again:
+a later run leaves them to that package (and deletes them under it once the hold is released); only rows no
+package holds (late rows, new versions) go into a new package of the period.
 """
 
 from __future__ import annotations
@@ -66,19 +69,24 @@ def period_bounds(label: str) -> Period:
     return Period(label, date(y, m, 1), date.fromordinal(nxt.toordinal() - 1))
 
 
-def content_hash(table: pa.Table) -> str:
-    """Order-independent hash of rows given as text columns: sha256 over the sorted per-row sha256 digests."""
+def row_digests(table: pa.Table, *, sort: bool = False) -> Any:
+    """Each row's SHA-256 (hex) over its text columns joined by SEP, nulls as NULL_MARK (a polars Series)."""
     import polars as pl
     import polars_hash  # noqa: F401
 
-    if table.num_rows == 0:
-        return hashlib.sha256(b"").hexdigest()
     cols = [pc.fill_null(c.cast(pa.string()), NULL_MARK) for c in table.columns]
     joined = pc.binary_join_element_wise(*cols, SEP) if len(cols) > 1 else cols[0]
     s = pl.from_arrow(joined)
     assert isinstance(s, pl.Series)
-    digests = s.to_frame("r").select(pl.col("r").chash.sha2_256().sort()).to_series()  # type: ignore[attr-defined]
-    arr = digests.to_arrow().cast(pa.large_string())
+    expr = pl.col("r").chash.sha2_256()  # type: ignore[attr-defined]
+    return s.to_frame("r").select(expr.sort() if sort else expr).to_series()
+
+
+def content_hash(table: pa.Table) -> str:
+    """Order-independent hash of rows given as text columns: sha256 over the sorted per-row sha256 digests."""
+    if table.num_rows == 0:
+        return hashlib.sha256(b"").hexdigest()
+    arr = row_digests(table, sort=True).to_arrow().cast(pa.large_string())
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     h = hashlib.sha256()  # = sha256 of the sorted hex digests concatenated, straight from the Arrow buffer
@@ -222,11 +230,30 @@ def disposal_date(ds: Dataset, period: Period) -> date | None:
     return rule.after.add_to(period.end) if isinstance(rule, Dispose) else None
 
 
+def _text_options(columns: list[str]) -> pacsv.ConvertOptions:
+    return pacsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string()), strings_can_be_null=True,
+                                quoted_strings_can_be_null=False)
+
+
+def packaged_rows(csv_path: Path, record: pa.Table) -> pa.Array:
+    """Which rows of ``record`` (the authentic record as text columns) a package CSV holds already, exactly as
+    they are: a boolean mask. The CSV is streamed, so memory stays bounded whatever the package's size; a CSV
+    whose header differs (the dataset's columns changed since) holds none of them."""
+    import polars as pl
+
+    mine = row_digests(record)
+    found = pl.Series("f", [False] * record.num_rows)
+    with pacsv.open_csv(csv_path, convert_options=_text_options(record.column_names)) as reader:
+        if reader.schema.names != record.column_names:
+            return pa.array([False] * record.num_rows)
+        for batch in reader:
+            found = found | mine.is_in(row_digests(pa.Table.from_batches([batch])).implode())
+    return found.to_arrow()
+
+
 def reconcile(csv_path: Path, columns: list[str]) -> tuple[int, str]:
     """Re-read a package CSV as text (nulls = unquoted empty fields) → (rows, content hash)."""
-    opts = pacsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.string()), strings_can_be_null=True,
-                                quoted_strings_can_be_null=False)
-    t = pacsv.read_csv(csv_path, convert_options=opts)
+    t = pacsv.read_csv(csv_path, convert_options=_text_options(columns))
     if t.column_names != columns:
         raise IntegrityError(f"{csv_path.name}: header {t.column_names[:5]}… does not match the declared columns")
     return t.num_rows, content_hash(t)

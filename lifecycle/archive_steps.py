@@ -22,12 +22,13 @@ from lifecycle.archive import (
     content_hash,
     disposal_date,
     hot_types,
+    packaged_rows,
     read_only,
     reconcile,
     remove_tree,
 )
 from lifecycle.eark import ColumnDoc, PackageSpec, PackageWriter, bag, validate_reference
-from lifecycle.fixity import verify_package
+from lifecycle.fixity import locate, verify_package
 from lifecycle.ledger import Ledger, packages, utcnow
 from lifecycle.promote import fault
 from lifecycle.protect import Keys
@@ -108,13 +109,49 @@ def archive_period(project: Project, dataset: str, ds: Dataset, period: Period, 
     report.add_time("precheck", time.perf_counter() - t)
     done = [p for p in _existing(ledger, dataset, period.label) if p["status"] in ("verified", "disposed")]
     same = next((p for p in done if p["content_sha256"] == digest), None)
+    owners: list[tuple[dict[str, Any], pa.Table]] = [(same, rows)] if same is not None else []
     if same is None:
-        same = _build(project, dataset, ds, period, record, digest, rows.num_rows, seq=len(done) + 1, as_of=as_of,
-                      ledger=ledger, operator=operator, report=report, reference_validator=reference_validator)
-    report.batch_ids.append(same["package_id"])
-    if execute:  # the rows just read are exactly this verified package's (same content hash): deleting those no
-        # hold covers is safe — and needed after a hold is released, when the package is old news
-        _delete_from_warm(project, dataset, ds, warm, rows, same, keys, ledger, report)
+        # Rows a verified package of the period already holds, exactly as they are (the rows a hold kept in warm
+        # after their package was made, for one), are not packaged again: they stay that package's. The CSVs are
+        # read (streamed) only when the period's rows are not exactly one package's.
+        taken = pa.array([False] * rows.num_rows)
+        for pkg, mask in _owned_masks(done, dataset, record):
+            owners.append((pkg, rows.filter(mask)))
+            taken = pc.or_(taken, mask)
+        if owners:
+            report.checks["rows_archived_before"] = (report.checks.get("rows_archived_before", 0)
+                                                     + sum(r.num_rows for _, r in owners))
+            record, rows = record.filter(pc.invert(taken)), rows.filter(pc.invert(taken))
+            digest = content_hash(record)
+        if rows.num_rows:
+            owners.append((_build(project, dataset, ds, period, record, digest, rows.num_rows, seq=len(done) + 1,
+                                  as_of=as_of, ledger=ledger, operator=operator, report=report,
+                                  reference_validator=reference_validator), rows))
+    for pkg, mine in owners:
+        report.batch_ids.append(pkg["package_id"])
+        if execute:  # exactly rows this verified package holds: deleting those no hold covers is safe — and
+            # needed after a hold is released, when the package is old news
+            _delete_from_warm(project, dataset, ds, warm, mine, pkg, keys, ledger, report)
+
+
+def _csv(pkg: dict[str, Any], dataset: str) -> Path:
+    return locate(Path(pkg["path"]))[0] / "representations" / "rep1" / "data" / f"{dataset}.csv"
+
+
+def _owned_masks(done: list[dict[str, Any]], dataset: str, record: pa.Table) -> list[tuple[dict[str, Any], Any]]:
+    """For each verified package of the period still on disk, the rows of ``record`` it holds that no earlier
+    one does (each row has one owner)."""
+    out: list[tuple[dict[str, Any], Any]] = []
+    taken = pa.array([False] * record.num_rows)
+    for pkg in done:
+        csv = _csv(pkg, dataset)
+        if pkg["status"] != "verified" or not csv.is_file():
+            continue
+        hit = pc.and_not(packaged_rows(csv, record), taken)
+        if pc.any(hit).as_py():
+            out.append((pkg, hit))
+            taken = pc.or_(taken, hit)
+    return out
 
 
 def finish_interrupted(project: Project, dataset: str, ledger: Ledger) -> None:

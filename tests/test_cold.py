@@ -407,3 +407,49 @@ def test_rows_a_released_hold_kept_in_warm_leave_it_on_the_next_archive(tmp_path
     after = [p for p in package_rows(ledger, "lakarintyg") if p["period"] == "2013"]
     assert [(p["package_id"], p["rows_deleted"]) for p in after] == [(pkg["package_id"], pkg["rows"])]
     assert ledger.verify() == []
+
+
+def test_rows_a_person_hold_kept_in_warm_are_never_packaged_twice(tmp_path: Path) -> None:
+    """A hold on one person keeps that person's archived rows in warm: later archive runs leave them to the package
+    that holds them (a late row of the same period gets a package of its own, without them), and once the hold is
+    released they leave warm under that first package. Every archived row is in exactly one package."""
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    pays = hot_table(project, "utbetalning")
+    old = next(r for r in pays if str(r["utbetald"]) < "2015-06-01")
+    person = next(r for r in hot_table(project, "individ") if r["individ_id"] == old["individ_id"])
+    hold = holds.add(project, ledger, dataset="utbetalning", person=person["personnummer"], reason="återkrav",
+                     by="handläggare A")
+    first = archive(project, "utbetalning", as_of=NOW, execute=True, reference_validator=False)
+    held = first.checks["rows_held"]
+    assert held > 0 and first.rows_deleted == first.rows_written - held
+    before = {p["package_id"]: p["rows"] for p in package_rows(ledger, "utbetalning")}
+
+    again = archive(project, "utbetalning", as_of=NOW, execute=True, reference_validator=False)
+    assert {p["package_id"]: p["rows"] for p in package_rows(ledger, "utbetalning")} == before  # nothing new
+    assert again.rows_written == 0 and again.checks["rows_archived_before"] == held and again.rows_deleted == 0
+
+    other = next(r for r in pays if r["individ_id"] != old["individ_id"] and str(r["utbetald"])[:4] ==
+                 str(old["utbetald"])[:4])
+    eng = make_engine(project.hot_url)  # a late payment to someone else in the held row's period
+    table = sa.Table("utbetalning", sa.MetaData(), autoload_with=eng)
+    late_id = max(r["utbetalning_id"] for r in pays) + 1
+    with eng.begin() as c:
+        row = c.execute(table.select().where(table.c.utbetalning_id == other["utbetalning_id"])).one()._asdict()
+        c.execute(table.insert().values({**row, "utbetalning_id": late_id, "andrad": SEEDED + timedelta(hours=2)}))
+    eng.dispose()
+    promote(project, "utbetalning", as_of=SEEDED + timedelta(hours=3))
+    late = archive(project, "utbetalning", as_of=NOW, execute=True, reference_validator=False)
+    added = [p for p in package_rows(ledger, "utbetalning") if p["package_id"] not in before]
+    assert [p["rows"] for p in added] == [1] and late.rows_written == 1 and late.rows_deleted == 1
+    assert csv_of(added[0]).column("utbetalning_id").to_pylist() == [late_id]
+
+    holds.release(ledger, hold.hold_id, by="handläggare B")
+    freed = archive(project, "utbetalning", as_of=NOW, execute=True, reference_validator=False)
+    assert freed.rows_deleted == held and freed.rows_written == 0 and freed.checks["rows_held"] == 0
+    after = package_rows(ledger, "utbetalning")
+    assert len(after) == len(before) + 1 and all(p["rows_deleted"] == p["rows"] for p in after)
+    ids = [i for p in after for i in csv_of(p).column("utbetalning_id").to_pylist()]
+    assert len(ids) == len(set(ids))  # no row in two packages
+    assert ledger.verify() == []
