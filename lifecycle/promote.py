@@ -222,10 +222,11 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
                     return report
             report.mode = mode
             report.watermark_from = wm
-            # GX loads while the first page is extracted. An incremental run loads it only once it has rows (most
-            # scheduled runs find none), unless it is in memory already (a warm worker): then the head start is
-            # cheap and takes the gate's set-up off the critical path.
-            early = hasattr(gate, "prepare") and (mode != "incremental" or gx_in_memory())
+            # GX loads while the first page is extracted. An incremental run loads it only if the window holds
+            # rows (most scheduled runs find none; a one-row probe tells), unless it is in memory already (a warm
+            # worker): then the head start is cheap and takes the gate's set-up off the critical path.
+            early = hasattr(gate, "prepare") and (mode != "incremental" or gx_in_memory()
+                                                  or reader.any_rows(hi=hi, lo=lo))
             if early:
                 _prepare(gate, project, hot.arrow_schema)
             _run(project, dataset, ds, plans, keys, ledger, warm, qwarm, gate, reader, limit, mode, lo, hi,

@@ -242,9 +242,20 @@ def test_incremental_without_changes_commits_an_empty_batch_without_loading_gx(
     assert demo.churn(eng, as_of=AS_OF + timedelta(days=1), seed=3, fraction=0.05)["utbetalning"] > 0
     eng.dispose()
     busy = Watched("utbetalning", ds)
-    rep = promote(project, "utbetalning", as_of=AS_OF + timedelta(days=1, hours=1), gate=busy)
+    events: list[str] = []
+    pages = promote_module.HotReader.pages
+
+    def watched_pages(self: Any, **kw: Any) -> Any:
+        events.append("extract")
+        yield from pages(self, **kw)
+
+    with monkeypatch.context() as m:  # a fresh process with rows to promote: GX loads before extraction starts
+        m.setattr(promote_module, "gx_in_memory", lambda: False)
+        m.setattr(promote_module.HotReader, "pages", watched_pages)
+        m.setattr(busy, "prepare", lambda *a, **kw: (events.append("prepare"), Watched.prepare(busy, *a, **kw)))
+        rep = promote(project, "utbetalning", as_of=AS_OF + timedelta(days=1, hours=1), gate=busy)
     assert rep.mode == "incremental" and rep.rows_read > 0 and rep.timings.get("gate_load", 0) > 0
-    assert busy.prepared == 1 and busy.checked == rep.batches
+    assert busy.prepared == 1 and busy.checked == rep.batches and events == ["prepare", "extract"]
     assert assert_warm_matches_hot(project, "utbetalning") > 0
     assert ledger.verify() == []
 
@@ -481,3 +492,26 @@ def test_a_full_load_quarantines_rows_without_a_watermark_instead_of_skipping_th
     held = summary(project, "utbetalning")
     assert [(e["open"], e["reasons"]) for e in held] == [(1, {"column_values_to_not_be_null(andrad)": 1})]
     assert assert_warm_matches_hot(project, "utbetalning") == total - 1
+
+
+def test_the_window_probe_sees_exactly_the_rows_a_run_would_read(backend: dict[str, str], tmp_path: Path) -> None:
+    """``any_rows`` (which decides whether a fresh incremental run loads GX before extracting) agrees with the
+    pages the run reads, on both hot stores, at the window's edges included."""
+    from zones.hot import HotReader, reflect
+
+    project = seeded_project(backend, tmp_path, datasets=["utbetalning"])
+    ds = project.dataset("utbetalning")
+    eng = make_engine(project.hot_url)
+    reader = HotReader(eng, reflect(eng, ds.table, ds.schema_ or project.config.hot.schema_),
+                       key=list(ds.primary_key), watermark=ds.watermark)
+    try:
+        newest = max(reader.page(hi=AS_OF, lo=None, after=None, limit=10**6).data.column(ds.watermark).to_pylist())
+        for lo, hi in ((None, AS_OF), (newest - timedelta(seconds=1), newest), (newest, AS_OF),
+                       (AS_OF, AS_OF + timedelta(days=1))):
+            rows = reader.page(hi=hi, lo=lo, after=None, limit=10**6).data.num_rows
+            assert reader.any_rows(hi=hi, lo=lo) == (rows > 0), (lo, hi, rows)
+        assert reader.any_rows(hi=newest, lo=newest - timedelta(seconds=1))
+        assert not reader.any_rows(hi=AS_OF, lo=newest)
+    finally:
+        reader.close()
+        eng.dispose()

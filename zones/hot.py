@@ -236,6 +236,12 @@ class HotReader:
             conds.append(keys[0] > after[0] if len(keys) == 1 else sa.tuple_(*keys) > sa.tuple_(*after))
         return sa.select(*[t.c[c] for c in self.table.columns]).where(*conds).order_by(*keys)
 
+    def any_rows(self, *, hi: datetime, lo: datetime | None) -> bool:
+        """Whether the window holds a row at all: one indexed ``LIMIT 1`` probe (a millisecond or two)."""
+        probe = self.select(hi=hi, lo=lo, after=None).with_only_columns(sa.literal(1)).order_by(None).limit(1)
+        with self.engine.connect() as c:
+            return c.execute(probe).first() is not None
+
     def pages(self, *, hi: datetime, lo: datetime | None, after: tuple[Any, ...] | None,
               limit: int) -> Iterator[Page]:
         """Yield pages of ``limit`` rows (the last one shorter, possibly empty) in key order."""
