@@ -147,25 +147,29 @@ def _restore(skipped: list[str]) -> None:
                 delattr(fluent, attr)
                 owner[attr] = name
     modules = list(placeholders)  # in GX's own import order
-    loaded: list[bool] = []
+    state = {"done": False, "busy": False}
 
-    def load() -> bool:
-        """Import the skipped modules; False if they were imported before."""
+    def load() -> None:
+        """Import the skipped modules, in GX's own order (each then finds the names it imports from the package),
+        once; not again from inside itself, and again after a failure."""
         with _gx_lock:
-            if loaded:
-                return False
-            loaded.append(True)
-            for name in modules:
-                importlib.import_module(name)
-            for attr in owner:
-                package_getattr(attr)
-            return True
+            if state["done"] or state["busy"]:
+                return
+            state["busy"] = True
+            try:
+                for name in modules:
+                    importlib.import_module(name)
+                for attr, name in owner.items():
+                    setattr(fluent, attr, getattr(sys.modules[name], attr))
+                state["done"] = True
+            finally:
+                state["busy"] = False
 
     def package_getattr(attr: str) -> Any:  # PEP 562, on the fluent package; the modules import names from it
         if attr not in owner:
             raise AttributeError(f"module {FLUENT!r} has no attribute {attr!r}")
-        load()
-        value = getattr(importlib.import_module(owner[attr]), attr)
+        with _gx_lock:  # only the module defining the name (it imports what it needs): no loop back into load()
+            value = getattr(importlib.import_module(owner[attr]), attr)
         setattr(fluent, attr, value)
         return value
 
@@ -176,16 +180,20 @@ def _restore(skipped: list[str]) -> None:
     crud = DataSourceManager.__getattr__
 
     def manager_getattr(self: Any, attr: str) -> Any:
+        if attr.startswith("_"):  # never a crud method (copy's __deepcopy__ probe, …): GX's own error message
+            raise AttributeError(f"No crud method {attr!r}")  # would list, and so load, every factory
+        loaded = state["done"]
         try:
             return crud(self, attr)
         except AttributeError:
-            if attr.startswith("_"):
+            if loaded:  # (GX's error message may have loaded them just now: then try once more)
                 raise
-            load()  # done already if the error message listed the factories
+            load()
             return crud(self, attr)
 
     def missing(self: Any, key: Any) -> Any:
-        if load() and key in self.data:
+        load()  # a no-op once done (or while another thread was doing it: the lock waited for it)
+        if key in self.data:
             return self.data[key]
         raise KeyError(key)
 

@@ -114,3 +114,38 @@ def test_gx_imported_before_datazones_is_left_whole() -> None:
             "print(getattr(f.PandasDatasource, '_dz_placeholder', False), hasattr(runner().context.data_sources, "
             "'add_pandas'), '__getattr__' in vars(f))")
     assert r.stdout.strip().splitlines()[-1:] == ["False True False"], r.stderr[-800:]
+
+
+def test_gx_skipped_modules_imported_directly_first_still_load_all_the_rest() -> None:
+    """A skipped module imported by name first (say, by unpickling one of its classes) imports the names it needs
+    from the package one module at a time: every datasource GX has is registered afterwards."""
+    r = _py("import great_expectations as gx; n = len(list(gx.datasource.fluent.sources.DataSourceManager.type_lookup"
+            ".type_names()))\n"
+            "import subprocess, sys\n"
+            "code = ('from quality.defer import import_gx; import_gx(); '\n"
+            "        'import great_expectations.datasource.fluent.spark_filesystem_datasource; '\n"
+            "        'from great_expectations.datasource.fluent.sources import DataSourceManager as M; '\n"
+            "        'ctx = __import__(\"great_expectations\").get_context(mode=\"ephemeral\"); '\n"
+            "        's3 = M.type_lookup[\"spark_s3\"].__name__; add = callable(ctx.data_sources.add_spark_s3); '\n"
+            "        'print(len(list(M.type_lookup.type_names())), s3, add)')\n"
+            "out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout\n"
+            "print(n, out.split()[-3:])")
+    n, rest = r.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert rest == f"['{n}', 'SparkS3Datasource', 'True']", r.stderr[-800:]
+
+
+def test_gx_types_looked_up_from_two_threads_at_once_are_both_found() -> None:
+    r = _py("import threading, time; from quality import defer; defer.import_gx()\n"
+            "from great_expectations.datasource.fluent.sources import DataSourceManager as M\n"
+            "out = {}\n"
+            "def look(i):\n"
+            "    try:\n"
+            "        out[i] = M.type_lookup['pandas'].__name__\n"
+            "    except LookupError as e:\n"
+            "        out[i] = repr(e)[:40]\n"
+            "ts = [threading.Thread(target=look, args=(i,)) for i in range(2)]\n"
+            "with defer._gx_lock:  # both threads miss the type and wait for the one load\n"
+            "    [t.start() for t in ts]; time.sleep(0.3)\n"
+            "[t.join() for t in ts]\n"
+            "print(sorted(out.items()))")
+    assert r.stdout.strip().splitlines()[-1] == "[(0, 'PandasDatasource'), (1, 'PandasDatasource')]", r.stderr[-800:]
