@@ -139,14 +139,23 @@ def _csv(pkg: dict[str, Any], dataset: str) -> Path:
 
 
 def _owned_masks(done: list[dict[str, Any]], dataset: str, record: pa.Table) -> list[tuple[dict[str, Any], Any]]:
-    """For each verified package of the period still on disk, the rows of ``record`` it holds that no earlier
-    one does (each row has one owner)."""
+    """For each verified package of the period, the rows of ``record`` it holds that no earlier one does (each
+    row has one owner)."""
     out: list[tuple[dict[str, Any], Any]] = []
     taken = pa.array([False] * record.num_rows)
     for pkg in done:
-        csv = _csv(pkg, dataset)
-        if pkg["status"] != "verified" or not csv.is_file():
+        if pkg["status"] != "verified":
             continue
+        csv = _csv(pkg, dataset)
+        # The rows it owns leave warm under it: prove the package first (every checksum against its METS, the
+        # METS against the ledger) — a package lost or altered would otherwise decide what warm may delete
+        result = verify_package(Path(pkg["path"]), expected_mets_sha256=pkg["mets_sha256"])
+        if not result.ok or not csv.is_file():
+            why = "; ".join(f"{p.path}: {p.problem}" for p in result.problems[:5]) or f"{csv} is missing"
+            raise IntegrityError(f"package {pkg['package_id']} is verified in the ledger but fails verification "
+                                 f"now ({why}). Its period's rows in warm are left as they are: restore the "
+                                 f"package from a copy (`zones verify {pkg['package_id']}` lists what is wrong) "
+                                 "and rerun.")
         hit = pc.and_not(packaged_rows(csv, record), taken)
         if pc.any(hit).as_py():
             out.append((pkg, hit))
@@ -156,28 +165,41 @@ def _owned_masks(done: list[dict[str, Any]], dataset: str, record: pa.Table) -> 
 
 def finish_interrupted(project: Project, dataset: str, ledger: Ledger) -> None:
     """Complete what a crash cut short for the dataset's verified packages: making a package read-only (the
-    step after its ledger entry), and recording a warm delete that Delta committed but the ledger never heard
-    of (its rows are gone, so the period is no longer due and nothing later would record it)."""
+    step after its ledger entry), and recording every warm delete that Delta committed but the ledger never heard
+    of (its rows are gone, so the period is no longer due and nothing later would record it) — the first delete
+    of a package or a later one (rows a hold kept, deleted once it was released)."""
     warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"))
     with ledger.engine.connect() as c:
         rows = c.execute(sa.select(packages).where(packages.c.dataset == dataset)).all()
+    open_pkgs = []
     for p in (dict(r._mapping) for r in rows):
         if p["status"] != "verified":
             continue
         if Path(p["path"]).exists():
             read_only(Path(p["path"]))
-        if p["warm_deleted_at"] is not None or not warm.exists():
-            continue
-        commit = next((h for h in warm.history()
-                       if h.get("datazones.package_id") == p["package_id"]), None)
-        if commit is None:
-            continue
-        deleted = int((commit.get("operationMetrics") or {}).get("num_target_rows_deleted", 0))
-        with ledger.engine.begin() as c:
-            c.execute(packages.update().where(packages.c.package_id == p["package_id"]).values(
-                warm_deleted_at=utcnow(), rows_deleted=deleted))
-            ledger.append("archive.warm_deleted", dataset=dataset, batch_id=p["package_id"], conn=c,
-                          rows_deleted=deleted, recovered=True, delta_version=commit.get("version"))
+        if p["warm_deleted_at"] is None or (p["rows_deleted"] or 0) < p["rows"]:
+            open_pkgs.append(p)
+    if not open_pkgs or not warm.exists():
+        return
+    recorded: dict[str, int] = {}  # deletes that removed rows, per package, as the ledger has them
+    for e in ledger.events(dataset=dataset, kind="archive.warm_deleted"):
+        if int(e["payload"].get("rows_deleted") or 0) > 0:
+            recorded[e["batch_id"]] = recorded.get(e["batch_id"], 0) + 1
+    history = warm.history()
+    for p in open_pkgs:
+        commits = sorted((h for h in history if h.get("datazones.package_id") == p["package_id"]
+                          and _deleted(h) > 0), key=lambda h: int(h.get("version") or 0))
+        for commit in commits[recorded.get(p["package_id"], 0):]:
+            deleted = _deleted(commit)
+            with ledger.engine.begin() as c:
+                c.execute(packages.update().where(packages.c.package_id == p["package_id"]).values(
+                    warm_deleted_at=utcnow(), rows_deleted=sa.func.coalesce(packages.c.rows_deleted, 0) + deleted))
+                ledger.append("archive.warm_deleted", dataset=dataset, batch_id=p["package_id"], conn=c,
+                              rows_deleted=deleted, recovered=True, delta_version=commit.get("version"))
+
+
+def _deleted(commit: dict[str, Any]) -> int:
+    return int((commit.get("operationMetrics") or {}).get("num_target_rows_deleted", 0) or 0)
 
 
 def _build(project: Project, dataset: str, ds: Dataset, period: Period, record: pa.Table, digest: str, n: int, *,

@@ -453,3 +453,61 @@ def test_rows_a_person_hold_kept_in_warm_are_never_packaged_twice(tmp_path: Path
     ids = [i for p in after for i in csv_of(p).column("utbetalning_id").to_pylist()]
     assert len(ids) == len(set(ids))  # no row in two packages
     assert ledger.verify() == []
+
+
+def test_held_rows_deleted_after_release_are_recorded_after_a_crash_and_a_bad_package_decides_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held rows leave warm under the package that holds them only if that package still verifies (a missing or
+    altered package stops the run: warm keeps the rows, nothing is packaged again); a crash between their delete
+    and its ledger entry is completed by the next run."""
+    import lifecycle.archive_steps as steps
+    from zones.errors import IntegrityError
+
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    old = next(r for r in hot_table(project, "utbetalning") if str(r["utbetald"]) < "2015-06-01")
+    person = next(r for r in hot_table(project, "individ") if r["individ_id"] == old["individ_id"])
+    hold = holds.add(project, ledger, dataset="utbetalning", person=person["personnummer"], reason="återkrav",
+                     by="A")
+    held = archive(project, "utbetalning", as_of=NOW, execute=True, reference_validator=False).checks["rows_held"]
+    before = {p["package_id"]: (p["rows"], p["rows_deleted"]) for p in package_rows(ledger, "utbetalning")}
+    warm_rows = WarmTable(project.warm_table_uri("utbetalning")).count()
+    owner = next(p for p in package_rows(ledger, "utbetalning") if p["rows_deleted"] < p["rows"])
+    bag = Path(owner["path"])
+    csv = locate(bag)[0] / "representations" / "rep1" / "data" / "utbetalning.csv"
+    for damage, why in (("move", "METS.xml: missing"), ("edit", "utbetalning.csv: ")):
+        if damage == "move":
+            bag.rename(bag.with_name("elsewhere"))
+        else:
+            os.chmod(csv, 0o640)
+            text = csv.read_text(encoding="utf-8")
+            csv.write_text(text.replace(",", ";", 1), encoding="utf-8")
+        with pytest.raises(IntegrityError, match=why):
+            archive(project, "utbetalning", as_of=NOW, execute=True, reference_validator=False)
+        assert WarmTable(project.warm_table_uri("utbetalning")).count() == warm_rows
+        assert {p["package_id"]: (p["rows"], p["rows_deleted"]) for p in package_rows(ledger, "utbetalning")} \
+            == before
+        if damage == "move":
+            bag.with_name("elsewhere").rename(bag)
+        else:
+            csv.write_text(text, encoding="utf-8")
+
+    holds.release(ledger, hold.hold_id, by="B")
+
+    def crash(point: str) -> None:
+        if point == "archive_after_warm_delete":
+            raise SystemExit("killed after the Delta delete, before the ledger heard of it")
+
+    with monkeypatch.context() as m:
+        m.setattr(steps, "fault", crash)
+        with pytest.raises(SystemExit):
+            archive(project, "utbetalning", as_of=NOW, execute=True, reference_validator=False)
+    assert WarmTable(project.warm_table_uri("utbetalning")).count() < warm_rows  # Delta has it, the ledger not
+    archive(project, "utbetalning", as_of=NOW, execute=True, reference_validator=False)
+    after = package_rows(ledger, "utbetalning")
+    assert len(after) == len(before) and all(p["rows_deleted"] == p["rows"] for p in after)
+    events = [e for e in ledger.events(kind="archive.warm_deleted") if e["batch_id"] == owner["package_id"]]
+    assert sum(e["payload"]["rows_deleted"] for e in events) == owner["rows"]
+    assert any(e["payload"].get("recovered") for e in events) and held > 0
+    assert ledger.verify() == []
