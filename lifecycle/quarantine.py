@@ -3,7 +3,8 @@
 Quarantine lives beside warm (``<warm>/_quarantine/<dataset>``), so it obeys warm's rule: no raw direct
 identifier. A quarantined row is stored as its key (pseudonymised where the key column is), the reason (check
 names only), the batch id, ``_dz_version`` (a keyed hash of the row's content: each row version is quarantined
-once, however often the lookback re-reads it) and ``_dz_row``: the whole original row as JSON, sealed (AEAD)
+once, however often the lookback re-reads it, a pseudonym-key rotation included when the old key is listed as
+retired) and ``_dz_row``: the whole original row as JSON, sealed (AEAD)
 under the seal key. A release (re-validation and promotion) unseals it; stewards see counts, reasons and keys.
 """
 
@@ -42,7 +43,12 @@ def quarantine_rows(qwarm: WarmTable, dataset: str, ds: Dataset, plans: list[Col
     versions = pseudonymise(payload, keys.pseudonym_key)  # the row's whole content, keyed: no value stored
     held = qwarm.schema() if qwarm.exists() else None
     if held is not None and "_dz_version" in held.names:  # re-read inside the lookback: quarantined already
-        new = pc.invert(pc.is_in(versions, qwarm.to_arrow(columns=["_dz_version"]).column("_dz_version")))
+        seen = qwarm.to_arrow(columns=["_dz_version"]).column("_dz_version")
+        new = pc.invert(pc.is_in(versions, seen))
+        for retired in keys.retired_pseudonym_keys:  # versions quarantined before a pseudonym-key rotation
+            if not pc.any(new).as_py():
+                break
+            new = pc.and_(new, pc.invert(pc.is_in(pseudonymise(payload, retired), seen)))
         if not pc.all(new).as_py():
             rows, reasons = rows.filter(new), reasons.filter(new)
             versions, payload = versions.filter(new), payload.filter(new)

@@ -635,6 +635,29 @@ def test_a_rejected_row_reread_in_the_lookback_is_quarantined_once_and_a_release
     assert {r["dataset"]: r["quarantined"] for r in dataset_status(project)}["utbetalning"] == 0
 
 
+def test_a_quarantined_row_reread_after_a_pseudonym_key_rotation_is_not_quarantined_again(tmp_path: Path) -> None:
+    """``_dz_version`` is keyed with the pseudonym key: after a rotation the old key, listed as retired, still
+    recognises the row versions quarantined under it."""
+    import dataclasses
+    import secrets
+    from datetime import timedelta
+
+    from lifecycle.protect import load_keys
+
+    project = _project(tmp_path, None)
+    old = load_keys(need_seal=True)
+    promote(project, "utbetalning", as_of=AS_OF + timedelta(hours=1), keys=old)
+    key = _ids(project, "SELECT utbetalning_id FROM utbetalning ORDER BY utbetalning_id LIMIT 1 OFFSET 5")[0]
+    t = AS_OF + timedelta(days=1)
+    _sql(project, f"UPDATE utbetalning SET netto_sek = netto_sek + 5, andrad = '{t:%Y-%m-%d %H:%M:%S.%f}' "
+                  f"WHERE utbetalning_id = {key}")
+    assert promote(project, "utbetalning", as_of=t + timedelta(minutes=10), keys=old).rows_quarantined == 1
+    rotated = dataclasses.replace(old, pseudonym_key=secrets.token_bytes(32), pseudonym_key_id="k-rotated",
+                                  retired_pseudonym_keys=(old.pseudonym_key,))
+    assert promote(project, "utbetalning", as_of=t + timedelta(minutes=30), keys=rotated).rows_quarantined == 1
+    assert [(e["open"], e["released"]) for e in summary(project, "utbetalning")] == [(1, 0)]
+
+
 def test_repeated_compound_keys_go_to_quarantine_row_by_row() -> None:
     """GX's SQL path counts repeated combinations for expect_compound_columns_to_be_unique (the check every
     composite primary key gets) but lists no rows: the gate finds them itself, skipping rows as GX does, and
