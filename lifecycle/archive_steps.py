@@ -114,10 +114,8 @@ def archive_period(project: Project, dataset: str, ds: Dataset, period: Period, 
         # Rows a verified package of the period already holds, exactly as they are (the rows a hold kept in warm
         # after their package was made, for one), are not packaged again: they stay that package's. The CSVs are
         # read (streamed) only when the period's rows are not exactly one package's.
-        taken = pa.array([False] * rows.num_rows)
-        for pkg, mask in _owned_masks(done, dataset, record):
-            owners.append((pkg, rows.filter(mask)))
-            taken = pc.or_(taken, mask)
+        owned, taken = _owned_masks(done, dataset, record)
+        owners = [(pkg, rows.filter(mask)) for pkg, mask in owned]
         if owners:
             report.checks["rows_archived_before"] = (report.checks.get("rows_archived_before", 0)
                                                      + sum(r.num_rows for _, r in owners))
@@ -138,9 +136,10 @@ def _csv(pkg: dict[str, Any], dataset: str) -> Path:
     return locate(Path(pkg["path"]))[0] / "representations" / "rep1" / "data" / f"{dataset}.csv"
 
 
-def _owned_masks(done: list[dict[str, Any]], dataset: str, record: pa.Table) -> list[tuple[dict[str, Any], Any]]:
+def _owned_masks(done: list[dict[str, Any]], dataset: str, record: pa.Table
+                 ) -> tuple[list[tuple[dict[str, Any], Any]], Any]:
     """For each verified package of the period, the rows of ``record`` it holds that no earlier one does (each
-    row has one owner)."""
+    row has one owner); and the mask of all rows some package holds."""
     out: list[tuple[dict[str, Any], Any]] = []
     taken = pa.array([False] * record.num_rows)
     for pkg in done:
@@ -160,7 +159,7 @@ def _owned_masks(done: list[dict[str, Any]], dataset: str, record: pa.Table) -> 
         if pc.any(hit).as_py():
             out.append((pkg, hit))
             taken = pc.or_(taken, hit)
-    return out
+    return out, taken
 
 
 def finish_interrupted(project: Project, dataset: str, ledger: Ledger) -> None:

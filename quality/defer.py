@@ -207,4 +207,3 @@ def _restore(skipped: list[str]) -> None:
     cast(Any, DataSourceManager).__getattr__ = manager_getattr
     cast(Any, DataSourceManager).factories = property(factories)
     cast(Any, TypeLookup).__missing__ = missing
-

@@ -55,6 +55,12 @@ def hot_table(project: Project, table: str) -> list[dict[str, Any]]:
     return rows
 
 
+def old_payer(project: Project) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A payment due for archive (warm keep P10Y) and the person it was paid to."""
+    old = next(r for r in hot_table(project, "utbetalning") if str(r["utbetald"]) < "2015-06-01")
+    return old, next(r for r in hot_table(project, "individ") if r["individ_id"] == old["individ_id"])
+
+
 def test_archive_builds_valid_authentic_packages_then_deletes_warm(backend: dict[str, str], tmp_path: Path) -> None:
     project = ready(backend, tmp_path)
     warm_before = WarmTable(project.warm_table_uri("lakarintyg")).count()
@@ -102,8 +108,7 @@ def test_holds_block_purge_warm_delete_and_disposal(tmp_path: Path) -> None:
     project = ready(backend, tmp_path)
     ledger = Ledger(project.ledger_url)
     pays = hot_table(project, "utbetalning")
-    old = next(r for r in pays if str(r["utbetald"]) < "2015-06-01")  # due for archive (warm keep P10Y)
-    person = next(r for r in hot_table(project, "individ") if r["individ_id"] == old["individ_id"])
+    _, person = old_payer(project)
     mine = [r for r in pays if r["individ_id"] == person["individ_id"]]
     h_person = holds.add(project, ledger, dataset="utbetalning", person=person["personnummer"], reason="återkrav",
                          by="handläggare A")
@@ -417,8 +422,7 @@ def test_rows_a_person_hold_kept_in_warm_are_never_packaged_twice(tmp_path: Path
     project = ready(backend, tmp_path)
     ledger = Ledger(project.ledger_url)
     pays = hot_table(project, "utbetalning")
-    old = next(r for r in pays if str(r["utbetald"]) < "2015-06-01")
-    person = next(r for r in hot_table(project, "individ") if r["individ_id"] == old["individ_id"])
+    old, person = old_payer(project)
     hold = holds.add(project, ledger, dataset="utbetalning", person=person["personnummer"], reason="återkrav",
                      by="handläggare A")
     first = archive(project, "utbetalning", as_of=NOW, execute=True, reference_validator=False)
@@ -466,8 +470,7 @@ def test_held_rows_deleted_after_release_are_recorded_after_a_crash_and_a_bad_pa
     backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
     project = ready(backend, tmp_path)
     ledger = Ledger(project.ledger_url)
-    old = next(r for r in hot_table(project, "utbetalning") if str(r["utbetald"]) < "2015-06-01")
-    person = next(r for r in hot_table(project, "individ") if r["individ_id"] == old["individ_id"])
+    _, person = old_payer(project)
     hold = holds.add(project, ledger, dataset="utbetalning", person=person["personnummer"], reason="återkrav",
                      by="A")
     held = archive(project, "utbetalning", as_of=NOW, execute=True, reference_validator=False).checks["rows_held"]
