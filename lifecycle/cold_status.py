@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,28 @@ def expected(pkg: dict[str, Any] | None, made: dict[str, dict[str, Any]]) -> dic
         return {}
     rec = made.get(pkg["package_id"]) or {}
     return {"expected_mets_sha256": rec.get("mets_sha256") or pkg["mets_sha256"],
-            "expected_tag_files": rec.get("tag_files")}
+            "expected_tag_files": rec.get("tag_files"), "expected_objid": pkg["package_id"]}
+
+
+def rule_in_force(project: Project, pkg: dict[str, Any]) -> tuple[date | None, str | None, str | None]:
+    """(disposal date, basis, why it may not be disposed) under zones.yaml as it is now — disposal follows the
+    rule in force, not the one recorded when the package was made. The later of the two dates wins, so a rule
+    shortened after archiving never brings a disposal forward; a dataset no longer declared, or now preserved,
+    is preserved (preservation is the default)."""
+    from lifecycle.archive import period_bounds
+    from zones.model import Dispose
+
+    ds = project.config.datasets.get(pkg["dataset"])
+    if ds is None:
+        return None, None, f"dataset {pkg['dataset']} is no longer declared in zones.yaml: preservation is the default"
+    rule = ds.retention.cold
+    if not isinstance(rule, Dispose):
+        return None, None, "the cold rule in force is preserve" + (
+            f" (it was archived under dispose, {pkg['basis']})" if pkg["cold_action"] == "dispose" else "")
+    due = rule.after.add_to(period_bounds(pkg["period"]).end)
+    if pkg["dispose_after"] is not None and pkg["dispose_after"] > due:
+        due = pkg["dispose_after"]
+    return due, rule.basis, None
 
 
 def package_status(project: Project) -> list[dict[str, Any]]:
@@ -53,19 +74,25 @@ def package_status(project: Project) -> list[dict[str, Any]]:
     out = []
     for p in package_rows(ledger):
         hold_list = holds_mod.active(ledger, p["dataset"])
-        held = [h.hold_id for h in hold_list if not h.period or h.period == p["period"]]
+        held = [h.hold_id for h in hold_list if (not h.period or h.period == p["period"])
+                and not (h.case_id or h.person)]
+        # a case or person hold covers the package only if one of its rows matches: `dispose plan` reads the
+        # rows; the listing says the hold may apply rather than read every package
+        maybe = [h.hold_id for h in hold_list if (not h.period or h.period == p["period"]) and (h.case_id or h.person)]
+        due, basis, _ = rule_in_force(project, p)
         if p["status"] == "disposed":
             state = "disposed"
         elif held:
             state = f"held ({', '.join(held)})"
-        elif p["dispose_after"] and p["dispose_after"] <= today:
+        elif due is not None and due <= today:
             state = "due for disposal"
         else:
             state = "verified"
+        if maybe and p["status"] != "disposed":
+            state += f"; case/person hold {', '.join(maybe)} may cover rows (checked by `zones dispose plan`)"
         out.append({"package_id": p["package_id"], "dataset": p["dataset"], "period": p["period"], "rows": p["rows"],
-                    "bytes": p["bytes"], "state": state, "rule": p["cold_action"] + (f" ({p['basis']})"
-                                                                                       if p["basis"] else ""),
-                    "dispose_after": p["dispose_after"].isoformat() if p["dispose_after"] else None,
+                    "bytes": p["bytes"], "state": state, "rule": f"dispose ({basis})" if basis else "preserve",
+                    "dispose_after": due.isoformat() if due else None,
                     "secrecy_until": p["secrecy_until"].isoformat(),
                     "last_audit": (f"{p['last_audit_at']:%Y-%m-%d %H:%M} {'ok' if p['last_audit_ok'] else 'FAILED'}"
                                    if p["last_audit_at"] else "never"), "path": p["path"]})
@@ -81,6 +108,20 @@ def _find(ledger: Ledger, ref: str) -> dict[str, Any] | None:
     return None
 
 
+def _disposed(ledger: Ledger, project: Project, pkg: dict[str, Any]) -> str:
+    """What the register says of a disposed package: it cannot be verified, its disposal can be shown."""
+    from lifecycle.ledger import disposals
+
+    with ledger.engine.connect() as c:
+        r = c.execute(sa.select(disposals).where(disposals.c.package_id == pkg["package_id"])).first()
+    proof = Path(project.zone_uri("cold")) / "_disposals" / f"{pkg['package_id']}.premis.xml"
+    if r is None:
+        return f"package {pkg['package_id']} is recorded as disposed but has no disposal register entry"
+    return (f"package {pkg['package_id']} was disposed (gallrad) at {r.executed_at} under {r.basis}: plan "
+            f"{r.plan_id} by {r.planned_by}, approved by {r.approved_by}; register entry {r.seq}, METS SHA-256 "
+            f"{r.mets_sha256}; PREMIS deletion event {proof}")
+
+
 def verify_and_receipt(project: Project, ref: str, out_dir: Path | None) -> tuple[Receipt, bool, list[Path]]:
     from lifecycle import holds as holds_mod
     from lifecycle.archive import reconcile
@@ -90,6 +131,8 @@ def verify_and_receipt(project: Project, ref: str, out_dir: Path | None) -> tupl
     ledger = Ledger(project.ledger_url)
     pkg = _find(ledger, ref)
     path = Path(pkg["path"]) if pkg else Path(ref)
+    if pkg is not None and pkg["status"] == "disposed":
+        raise TerminalError(_disposed(ledger, project, pkg))
     if not path.exists():
         raise TerminalError(f"no package {ref!r} (not in the ledger, no such path); `zones packages` lists them")
     result = verify_package(path, **expected(pkg, recorded(ledger)))

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from lifecycle import holds as holds_mod
 from lifecycle.archive import remove_tree
-from lifecycle.cold_status import package_rows
+from lifecycle.cold_status import package_rows, rule_in_force
 from lifecycle.fixity import locate
 from lifecycle.ledger import GENESIS, Ledger, disposal_plans, disposals, packages, utcnow
 from lifecycle.promote import fault
@@ -83,16 +83,23 @@ def plan(project: Project, ledger: Ledger, *, by: str, as_of: datetime | None = 
         raise TerminalError(f"a disposal plan cannot look ahead: as-of {as_of.isoformat()} is after now "
                             f"({now.isoformat(timespec='seconds')}); plan what is due today")
     keys = keys or load_keys(need_seal=False)
-    entries = []
+    entries, kept = [], []
     for p in package_rows(ledger):
-        if p["status"] != "verified" or p["cold_action"] != "dispose" or p["dispose_after"] is None:
+        if p["status"] != "verified":
             continue
-        if p["dispose_after"] > as_of.date():
+        due, basis, why = rule_in_force(project, p)
+        if why is not None:
+            if p["cold_action"] == "dispose":  # archived as disposable, preserved now: the archivist sees why
+                kept.append({"package_id": p["package_id"], "reason": why})
             continue
-        entries.append({"package_id": p["package_id"], "dataset": p["dataset"], "period": p["period"],
-                        "rows": p["rows"], "bytes": p["bytes"], "basis": p["basis"],
-                        "dispose_after": p["dispose_after"].isoformat(), "mets_sha256": p["mets_sha256"],
-                        "holds": _holds_hit(project, ledger, p, keys)})
+        if due is None or basis is None or due > as_of.date():
+            continue
+        entry = {"package_id": p["package_id"], "dataset": p["dataset"], "period": p["period"],
+                 "rows": p["rows"], "bytes": p["bytes"], "basis": basis, "dispose_after": due.isoformat(),
+                 "mets_sha256": p["mets_sha256"], "holds": _holds_hit(project, ledger, p, keys)}
+        if p["basis"] != basis:
+            entry["archived_under"] = p["basis"]
+        entries.append(entry)
     plan_id = "D-" + secrets.token_hex(4)
     text = json.dumps(entries)
     with ledger.engine.begin() as c:
@@ -100,7 +107,8 @@ def plan(project: Project, ledger: Ledger, *, by: str, as_of: datetime | None = 
                                                  status="planned", packages=text))
         ledger.append("dispose.planned", conn=c, plan_id=plan_id, by=by, packages=[e["package_id"] for e in entries],
                       sha256=_digest(text))
-    return {"plan_id": plan_id, "planned_by": by, "as_of": as_of.isoformat(), "packages": entries}
+    return {"plan_id": plan_id, "planned_by": by, "as_of": as_of.isoformat(), "packages": entries,
+            "preserved_now": kept}
 
 
 def _digest(packages_json: str) -> str:
@@ -118,6 +126,7 @@ def _plan(ledger: Ledger, plan_id: str) -> dict[str, Any]:
     said = {kind: e["payload"] for kind in ("dispose.planned", "dispose.approved") for e in ledger.events(kind=kind)
             if e["payload"].get("plan_id") == plan_id}
     planned, approved = said.get("dispose.planned"), said.get("dispose.approved")
+    closed = next((e for e in ledger.events(kind="dispose.closed") if e["payload"].get("plan_id") == plan_id), None)
     digest = _digest(d["packages"])
     for kind, event in (("made", planned), ("approved", approved)):
         if event is None:
@@ -138,6 +147,8 @@ def _plan(ledger: Ledger, plan_id: str) -> dict[str, Any]:
     elif d["status"] != "planned":
         raise TerminalError(f"disposal plan {plan_id} says {d['status']} but the ledger records no approval; make a "
                             "new plan and have it approved")
+    if closed is not None:  # the log, not the table, says a plan was carried out: it is never run again
+        d["status"], d["closed_at"] = "executed", closed["at"]
     d["packages"] = json.loads(d["packages"])
     d["sha256"] = digest
     return d
@@ -158,6 +169,7 @@ def approve(ledger: Ledger, plan_id: str, *, by: str) -> dict[str, Any]:
 
 
 def _register(c: sa.Connection, entry: dict[str, Any], p: dict[str, Any], at: str) -> None:
+    """Write the register entry (state ``executing``), chained to the one before."""
     head = c.execute(sa.select(disposals.c.seq, disposals.c.hash).order_by(disposals.c.seq.desc()).limit(1)
                      ).first()
     seq, prev = (int(head.seq) + 1, head.hash) if head else (1, GENESIS)
@@ -216,7 +228,11 @@ def execute(project: Project, ledger: Ledger, plan_id: str, *, keys: Keys | None
             ) -> tuple[list[str], list[Refusal]]:
     """Dispose of the plan's packages; returns (disposed ids, refusals). Nothing unapproved or held is touched."""
     p = _plan(ledger, plan_id)
-    if p["status"] not in ("approved", "executed"):
+    if p["status"] == "executed":
+        raise TerminalError(f"plan {plan_id} was carried out at {p.get('closed_at') or p.get('executed_at')}: a "
+                            "plan runs once. A package it did not dispose (held, not due then) needs a new plan "
+                            "and a new approval (`zones dispose plan`)")
+    if p["status"] != "approved":
         raise TerminalError(f"plan {plan_id} is {p['status']}: it must be approved by a second person first "
                             f"(`zones dispose approve {plan_id} --by WHO`)")
     if p["approved_by"].strip().casefold() == p["planned_by"].strip().casefold():
@@ -232,7 +248,12 @@ def execute(project: Project, ledger: Ledger, plan_id: str, *, keys: Keys | None
         if not entry.get("basis"):
             refused.append(Refusal(entry["package_id"], "no basis cited: preservation is the default"))
             continue
-        due = pkg["dispose_after"]
+        due, basis, why = rule_in_force(project, pkg)  # zones.yaml may have changed since the plan was approved
+        if why is not None or basis != entry["basis"]:
+            refused.append(Refusal(entry["package_id"], why or f"the basis in force is now {basis!r}, the plan was "
+                                   f"approved under {entry['basis']!r}: make a new plan and have it approved"))
+            _withdraw(ledger, entry["package_id"])
+            continue
         if due is None or due > datetime.now(UTC).date():  # the plan's as-of is not the law's: today's date is
             refused.append(Refusal(entry["package_id"], f"not due: its disposal date is {due}"))
             _withdraw(ledger, entry["package_id"])
@@ -260,12 +281,17 @@ def execute(project: Project, ledger: Ledger, plan_id: str, *, keys: Keys | None
                 state="disposed"))
             c.execute(packages.update().where(packages.c.package_id == entry["package_id"]).values(
                 status="disposed"))
+            reg = c.execute(sa.select(disposals.c.seq, disposals.c.hash).where(
+                disposals.c.package_id == entry["package_id"])).one()
             ledger.append("dispose.executed", dataset=entry["dataset"], batch_id=entry["package_id"], conn=c,
-                          plan_id=plan_id, basis=entry["basis"], mets_sha256=entry["mets_sha256"])
+                          plan_id=plan_id, basis=entry["basis"], mets_sha256=entry["mets_sha256"],
+                          register_seq=int(reg.seq), register_hash=reg.hash)  # anchors the register's entry
         done.append(entry["package_id"])
     with ledger.engine.begin() as c:
         c.execute(disposal_plans.update().where(disposal_plans.c.plan_id == plan_id).values(
             executed_at=utcnow(), status="executed"))
+        ledger.append("dispose.closed", conn=c, plan_id=plan_id, disposed=done,
+                      refused=[{"package_id": r.package_id, "reason": r.reason} for r in refused])
     return done, refused
 
 

@@ -47,7 +47,7 @@ NS = {"mets": "http://www.loc.gov/METS/", "csip": "https://DILCIS.eu/XML/METS/CS
       "dc": "http://purl.org/dc/elements/1.1/", "oai_dc": "http://www.openarchives.org/OAI/2.0/oai_dc/"}
 for _prefix, _uri in NS.items():
     ET.register_namespace(_prefix, _uri)
-ProblemKind = Literal["modified", "missing", "extra", "size", "mime", "bag"]
+ProblemKind = Literal["modified", "missing", "extra", "size", "mime", "bag", "identity"]
 _REP_METS = re.compile(r"^representations/[^/]+/METS\.xml$")
 
 
@@ -281,8 +281,10 @@ def _check_bag(bag: bagit.Bag, bag_dir: Path, hashes: dict[Path, dict[str, str]]
 
 
 def verify_package(pkg: Path, *, threads: int = 2, expected_mets_sha256: str | None = None,
-                   expected_tag_files: Mapping[str, str] | None = None, at: datetime | None = None) -> VerifyResult:
-    """Verify a package folder, the bag around it, or the package folder inside a bag; see the module doc."""
+                   expected_tag_files: Mapping[str, str] | None = None, at: datetime | None = None,
+                   expected_objid: str | None = None) -> VerifyResult:
+    """Verify a package folder, the bag around it, or the package folder inside a bag; see the module doc.
+    ``expected_objid``: the package the ledger says lives here (a package moved or swapped in is another)."""
     t0, checked_at = time.perf_counter(), at or datetime.now(UTC)
     pkg_dir, bag_dir = locate(Path(pkg))
     problems: list[FileProblem] = []
@@ -311,6 +313,8 @@ def verify_package(pkg: Path, *, threads: int = 2, expected_mets_sha256: str | N
         problems.append(FileProblem("METS.xml", "missing", "root METS.xml", None))
     except (ET.ParseError, OSError) as e:
         problems.append(FileProblem("METS.xml", "modified", "well-formed METS XML", str(e)))
+    if expected_objid and objid is not None and objid != expected_objid:
+        problems.append(FileProblem("METS.xml", "identity", f"OBJID {expected_objid} (ledger)", f"OBJID {objid}"))
     listed = {rel for rel, _ in decls}
     for rep in sorted(r for r in listed if _REP_METS.match(r) and r in found):
         try:

@@ -116,7 +116,25 @@ def active(ledger: Ledger, dataset: str | None = None, *, include_released: bool
     if not include_released:
         q = q.where(holds.c.released_at.is_(None))
     with ledger.engine.connect() as c:
-        return [Hold(**dict(r._mapping)) for r in c.execute(q)]
+        found = [Hold(**dict(r._mapping)) for r in c.execute(q)]
+    if include_released:
+        return found
+    return found + _logged_only(ledger, dataset, {h.hold_id for h in found})
+
+
+def _logged_only(ledger: Ledger, dataset: str | None, known: set[str]) -> list[Hold]:
+    """Holds the chained log says are active whose row is missing or says released: a hold deleted or released
+    behind the tool's back still holds (fail safe; ``zones ledger verify`` reports the disagreement)."""
+    released = {e["payload"].get("hold_id") for e in ledger.events(dataset=dataset, kind="hold.released")}
+    out = []
+    for e in ledger.events(dataset=dataset, kind="hold.added"):
+        p = e["payload"]
+        if p.get("hold_id") in known or p.get("hold_id") in released:
+            continue
+        out.append(Hold(hold_id=p["hold_id"], dataset=e["dataset"], period=p.get("period"), case_id=p.get("case"),
+                        person=p.get("person"), reason=p.get("reason", ""), set_by=p.get("by", ""), set_at=e["at"],
+                        review_at=None, released_at=None, released_by=None))
+    return out
 
 
 def period_label(values: pa.Array | pa.ChunkedArray, period: str) -> pa.Array | pa.ChunkedArray:
@@ -151,17 +169,16 @@ def held_mask(project: Project, dataset: str, rows: pa.Table, hold_list: list[Ho
 
 
 def resolve_people(project: Project, hold_list: list[Hold], keys: Keys, *, zone: str) -> dict[str, pa.Array]:
-    """Map each person hold to that zone's person-key values (raw in hot and cold, pseudonymised in warm)."""
+    """Map each person hold to that zone's person-key values (raw in hot and cold, pseudonymised in warm).
+
+    A hold names its person by the pseudonym under the key current when it was set; after a key rotation warm
+    holds the person's rows under the old key, the new one, or both. So the person is found in hot under every
+    key in use (current and retired), and in warm by their pseudonyms under every key."""
     wanted = {h.person for h in hold_list if h.person}
     if not wanted or project.config.persons is None:
         return {}
     p = project.config.persons
-    if zone == "warm":
-        from lifecycle.warm import WarmTable
-
-        t = WarmTable(project.warm_table_uri(p.dataset)).to_arrow(columns=[p.identifier, p.key])
-        ident = t.column(p.identifier)
-        return {w: t.column(p.key).filter(pc.equal(ident, w)) for w in wanted}
+    every = [keys.pseudonym_key, *(k for k in dict.fromkeys(keys.retired_pseudonym_keys) if k != keys.pseudonym_key)]
     from zones.hot import make_engine, reflect
 
     pds = project.dataset(p.dataset)
@@ -174,5 +191,28 @@ def resolve_people(project: Project, hold_list: list[Hold], keys: Keys, *, zone:
         eng.dispose()
     idents = pa.array([str(r[0]) for r in res], pa.string())
     values = pa.array([r[1] for r in res])
-    pseud = pseudonymise(idents, keys.pseudonym_key)
-    return {w: values.filter(pc.equal(pseud, w)) for w in wanted}
+    pseuds = [pseudonymise(idents, k) for k in every]
+    targets = pa.array(sorted(wanted), pa.string())
+    found = {w: pa.repeat(False, len(idents)) for w in wanted}
+    for ps in pseuds:
+        hit = pc.is_in(ps, value_set=targets)
+        if not pc.any(hit).as_py():
+            continue
+        for w in wanted:
+            found[w] = pc.or_(found[w], pc.equal(ps, w))
+    if zone != "warm":
+        return {w: values.filter(m) for w, m in found.items()}
+    from lifecycle.warm import WarmTable
+
+    t = WarmTable(project.warm_table_uri(p.dataset)).to_arrow(columns=[p.identifier, p.key])
+    out = {}
+    for w, m in found.items():
+        # rows promoted under any key: the person's key pseudonymised under every key, and whatever warm's person
+        # table holds for the person's identifier under any key (the hold's own pseudonym if hot lost them)
+        raw = values.filter(m)
+        names = pa.array(sorted({w, *(str(v) for ps in pseuds for v in ps.filter(m).to_pylist())}), pa.string())
+        in_warm = t.column(p.key).filter(pc.is_in(t.column(p.identifier), value_set=names))
+        keyed = [pseudonymise(raw, k).cast(pa.string()) for k in every] if len(raw) else []
+        out[w] = pc.unique(pa.chunked_array([*in_warm.cast(pa.string()).chunks, *keyed], pa.string())
+                           .combine_chunks())
+    return out

@@ -338,8 +338,17 @@ class Ledger:
                 if not done:
                     c.execute(watermarks.insert().values(dataset=dataset, watermark=watermark,
                                                          batch_id=batch_id, updated_at=utcnow()))
+            if advance_watermark and watermark is not None:
+                fields["advanced"] = True  # the log says which batch moved the watermark (``ledger verify``)
             self.append(f"{transition}.{status}", dataset=dataset, batch_id=batch_id, conn=c,
                         watermark=watermark, **fields)
+
+    def reset_watermark(self, dataset: str, *, reason: str) -> None:
+        """Forget the dataset's watermark (the next run is a full load), with the event that says why."""
+        with self.engine.begin() as c:
+            was = c.execute(sa.select(watermarks.c.watermark).where(watermarks.c.dataset == dataset)).scalar()
+            c.execute(watermarks.delete().where(watermarks.c.dataset == dataset))
+            self.append("promote.watermark_reset", dataset=dataset, conn=c, watermark_was=was, reason=reason)
 
     def batch_status(self, batch_id: str) -> str | None:
         """started | committed | abandoned | blocked, or None for a batch the ledger does not know."""

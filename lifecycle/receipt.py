@@ -228,7 +228,9 @@ def render_receipt(pkg_dir: Path, verify: VerifyResult, validator: ValidatorResu
     if status.get("holds"):
         sv, en = sv + f"; spärrad: {status['holds']}", en + f"; on legal hold: {status['holds']}"
     reconciled = _reconciled(reconciliation)
-    reasons = [r for ok, r in ((verify.ok, "fixitetsfel / fixity problems"),
+    wrong = next((p for p in verify.problems if p.problem == "identity"), None)
+    reasons = [f"fel paket / wrong package: {wrong.found}, väntat / expected {wrong.expected}"] if wrong else []
+    reasons += [r for ok, r in ((verify.ok, "fixitetsfel / fixity problems"),
                                (validator.available, "E-ARK-validatorn kördes inte / validator not run"),
                                (validator.valid or not validator.available, "E-ARK-valideringsfel / E-ARK errors"),
                                (reconciled, "avstämningen stämmer inte / reconciliation failed")) if not ok]

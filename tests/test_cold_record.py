@@ -1,0 +1,178 @@
+"""The archivist's record: disposal follows the rule in force, a plan runs once, and `ledger verify` catches the
+ledger's tables (holds, watermarks, packages, the disposal register) edited behind the log's back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from lifecycle import dispose, holds
+from lifecycle.archive import archive
+from lifecycle.cold_status import package_rows, package_status, verify_and_receipt
+from lifecycle.ledger import GENESIS, Ledger
+from lifecycle.reconcile import reconcile
+from tests.conftest import write_project
+from tests.test_cli import zones
+from tests.test_cold import NOW, ready
+from zones.config import Project, load
+from zones.errors import TerminalError
+
+
+def _sqlite(tmp_path: Path) -> dict[str, str]:
+    return {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+
+
+def _reconfigure(tmp_path: Path, backend: dict[str, str], cold: dict[str, Any]) -> Project:
+    """zones.yaml rewritten in place (same zones) with lakarintyg's cold rule changed."""
+    def edit(raw: dict[str, Any]) -> None:
+        raw["datasets"]["lakarintyg"]["retention"]["cold"] = cold
+
+    path = write_project(tmp_path, hot_url=backend["hot"], ledger_url=backend["ledger"],
+                         datasets=["individ", "utbetalning", "lakarintyg", "arende"], edit=edit)
+    return load(path, env={})
+
+
+def test_disposal_follows_the_rule_in_force_not_the_one_recorded_at_archiving(tmp_path: Path) -> None:
+    backend = _sqlite(tmp_path)
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    archive(project, "lakarintyg", as_of=NOW, execute=True)
+    approved = dispose.plan(project, ledger, by="A", as_of=NOW)
+    assert len(approved["packages"]) >= 2
+    dispose.approve(ledger, approved["plan_id"], by="B")
+    paths = [Path(p["path"]) for p in package_rows(ledger, "lakarintyg")]
+
+    preserved = _reconfigure(tmp_path, backend, {"action": "preserve"})
+    plan = dispose.plan(preserved, ledger, by="A", as_of=NOW)
+    assert plan["packages"] == [] and len(plan["preserved_now"]) == len(paths)
+    assert all("rule in force is preserve" in k["reason"] for k in plan["preserved_now"])
+    assert {r["rule"] for r in package_status(preserved) if r["dataset"] == "lakarintyg"} == {"preserve"}
+    done, refused = dispose.execute(preserved, ledger, approved["plan_id"])  # approved under the old rule
+    assert done == [] and len(refused) == len(approved["packages"]) and all(p.exists() for p in paths)
+
+    other = _reconfigure(tmp_path, backend, {"action": "dispose", "after": "P10Y", "basis": "RA-FS 2021:6 bil. 3"})
+    entries = dispose.plan(other, ledger, by="A", as_of=NOW)["packages"]
+    assert {e["basis"] for e in entries} == {"RA-FS 2021:6 bil. 3"}
+    assert {e["archived_under"] for e in entries} == {"RA-MS (placeholder)"}
+    longer = _reconfigure(tmp_path, backend, {"action": "dispose", "after": "P60Y", "basis": "RA-MS (placeholder)"})
+    assert dispose.plan(longer, ledger, by="A", as_of=NOW)["packages"] == []  # not due under the rule in force
+
+
+def test_a_plan_runs_once_and_a_package_refused_for_a_hold_needs_a_new_approval(tmp_path: Path) -> None:
+    project = ready(_sqlite(tmp_path), tmp_path)
+    ledger = Ledger(project.ledger_url)
+    archive(project, "lakarintyg", as_of=NOW, execute=True)
+    h = holds.add(project, ledger, dataset="lakarintyg", period="2014", reason="JO-granskning", by="A")
+    plan = dispose.plan(project, ledger, by="A", as_of=NOW)
+    dispose.approve(ledger, plan["plan_id"], by="B")
+    done, refused = dispose.execute(project, ledger, plan["plan_id"])
+    held = next(e for e in plan["packages"] if e["period"] == "2014")
+    assert [r.package_id for r in refused] == [held["package_id"]] and done
+    holds.release(ledger, h.hold_id, by="C")
+    with ledger.engine.begin() as c:  # the plan table put back to "approved" does not reopen it: the log closed it
+        c.execute(sa.text("UPDATE dz_disposal_plans SET status = 'approved' WHERE plan_id = :p"),
+                  {"p": plan["plan_id"]})
+    with pytest.raises(TerminalError, match="a plan runs once"):
+        dispose.execute(project, ledger, plan["plan_id"])
+    still = next(p for p in package_rows(ledger) if p["package_id"] == held["package_id"])
+    assert still["status"] == "verified" and Path(still["path"]).exists()
+    with pytest.raises(TerminalError, match=r"was disposed \(gallrad\) at .* under RA-MS \(placeholder\).*"
+                                            r"approved by B.*premis\.xml"):
+        verify_and_receipt(project, done[0], None)
+
+
+def _rechain_register(ledger: Ledger) -> None:
+    """Rewrite the register's hash chain end to end, as whoever edits a row and knows the (public) scheme can."""
+    cols = ("seq", "package_id", "dataset", "period", "mets_sha256", "rows", "basis", "plan_id", "planned_by",
+            "approved_by", "executed_at")
+    prev = GENESIS
+    with ledger.engine.begin() as c:
+        for r in c.execute(sa.text("SELECT * FROM dz_disposals ORDER BY seq")).all():
+            body = {k: getattr(r, k) for k in cols}
+            h = hashlib.sha256((prev + json.dumps(body, sort_keys=True)).encode()).hexdigest()
+            c.execute(sa.text("UPDATE dz_disposals SET prev_hash = :p, hash = :h WHERE seq = :s"),
+                      {"p": prev, "h": h, "s": r.seq})
+            prev = h
+
+
+def test_ledger_verify_catches_holds_watermarks_packages_and_register_edited_behind_the_log(tmp_path: Path) -> None:
+    backend = _sqlite(tmp_path)
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    archive(project, "lakarintyg", as_of=NOW, execute=True)
+    plan = dispose.plan(project, ledger, by="A", as_of=NOW)
+    dispose.approve(ledger, plan["plan_id"], by="B")
+    done, _ = dispose.execute(project, ledger, plan["plan_id"])
+    h = holds.add(project, ledger, dataset="lakarintyg", period="2016", reason="överklagande", by="A")
+    assert reconcile(ledger) == [] and ledger.verify() == []
+    ok = zones("ledger", "verify", "--json", cwd=tmp_path)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["tables"] == []
+
+    def run(sql: str, **params: Any) -> list[str]:
+        with ledger.engine.begin() as c:
+            c.execute(sa.text(sql), params)
+        return reconcile(ledger)
+
+    # the proof of disposal rewritten (approver, basis) and re-chained: the log's anchor still catches it
+    run("UPDATE dz_disposals SET approved_by = 'A', basis = 'RA-FS 2099:1' WHERE seq = 1")
+    _rechain_register(ledger)
+    assert dispose.verify_register(ledger) == []  # the register's own chain is consistent again ...
+    found = reconcile(ledger)
+    assert any("not the entry the log anchored" in p for p in found)  # ... the log is not fooled
+    assert any("planner/approver" in p for p in found) and any("basis, plan" in p for p in found)
+    bad = zones("ledger", "verify", "--json", cwd=tmp_path)
+    assert bad.returncode == 1 and any("not the entry the log anchored" in t for t in json.loads(bad.stdout)["tables"])
+
+    # the other tables, tampered one after another
+    for sql, expect in (
+        ("UPDATE dz_watermarks SET watermark = '2030-01-01T00:00:00+00:00' WHERE dataset = 'arende'",
+         "no committed batch that set it"),
+        ("DELETE FROM dz_watermarks WHERE dataset = 'individ'", "reload the whole table"),
+        ("UPDATE dz_packages SET status = 'verified' WHERE package_id = :p", "records its disposal"),
+        ("DELETE FROM dz_disposals WHERE seq = (SELECT max(seq) FROM dz_disposals)", "register entry was deleted"),
+    ):
+        assert any(expect in p for p in run(sql, p=done[0])), expect
+
+    # a hold deleted behind the log still holds: every delete consults the log too
+    assert any("its row was deleted" in p for p in run("DELETE FROM dz_holds WHERE hold_id = :h", h=h.hold_id))
+    assert h.hold_id in {x.hold_id for x in holds.active(ledger, "lakarintyg")}
+    assert any(h.hold_id in r["state"] for r in package_status(project) if r["period"] == "2016"
+               and r["dataset"] == "lakarintyg")
+
+
+def test_a_person_hold_set_after_a_key_rotation_covers_rows_promoted_under_the_old_key(tmp_path: Path) -> None:
+    """Warm keeps rows under the key they were promoted with; a hold names its person under today's key. Archiving
+    must still find and keep every held row, whatever key it carries."""
+    import secrets
+
+    import pyarrow.compute as pc
+
+    from lifecycle.protect import load_keys
+    from lifecycle.warm import WarmTable
+    from tests.conftest import PSEUDONYM_KEY, SEAL_KEY
+    from tests.test_cold import old_payer
+
+    project = ready(_sqlite(tmp_path), tmp_path)  # everything promoted under the first key
+    ledger = Ledger(project.ledger_url)
+    rotated = load_keys({"DATAZONES_PSEUDONYM_KEY": secrets.token_hex(32), "DATAZONES_SEAL_KEY": SEAL_KEY,
+                         "DATAZONES_PSEUDONYM_KEYS_RETIRED": PSEUDONYM_KEY}, need_seal=True)
+    old, person = old_payer(project)
+    h = holds.add(project, ledger, dataset="utbetalning", person=person["personnummer"], reason="återkrav",
+                  by="handläggare A", keys=rotated)
+    warm = WarmTable(project.warm_table_uri("utbetalning"))
+    before = warm.count()
+    people = holds.resolve_people(project, [h], rotated, zone="warm")[h.person]
+    mine = warm.to_arrow(columns=["individ_id"]).column("individ_id")
+    held_rows = int(pc.sum(pc.is_in(mine, value_set=people)).as_py() or 0)
+    assert held_rows > 0  # the person's rows, promoted under the retired key, are found
+    rep = archive(project, "utbetalning", as_of=NOW, execute=True, keys=rotated)
+    assert rep.checks["rows_held"] > 0
+    assert WarmTable(project.warm_table_uri("utbetalning")).count() == before - rep.rows_deleted
+    left = WarmTable(project.warm_table_uri("utbetalning")).to_arrow(columns=["individ_id"]).column("individ_id")
+    assert int(pc.sum(pc.is_in(left, value_set=people)).as_py() or 0) == held_rows  # none of them deleted
+    assert old["utbetalning_id"] is not None
