@@ -41,7 +41,7 @@ import pyarrow as pa
 from lifecycle.ledger import Ledger
 from lifecycle.locks import Held, writer_lock
 from lifecycle.protect import Keys, load_keys
-from lifecycle.quarantine import quarantine_rows, remove_batch
+from lifecycle.quarantine import quarantine_app_id, quarantine_rows, remove_batch
 from lifecycle.report import TransitionReport
 from lifecycle.transform import (
     comparable_columns,
@@ -50,6 +50,7 @@ from lifecycle.transform import (
     dense_columns,
     needs_seal_key,
     plan_columns,
+    stale_keys,
     to_warm,
 )
 from lifecycle.warm import WarmTable
@@ -141,6 +142,25 @@ def _bounded_as_of(as_of: str | datetime | None, hot_now: datetime) -> datetime:
     return t
 
 
+def _adopt(ledger: Ledger, warm: WarmTable, qwarm: WarmTable, dataset: str) -> None:
+    """Delta holds batches past the ledger's last one: the ledger was lost, restored from an older copy, or is
+    another database. Batch numbers must not restart below Delta's (the exactly-once check would skip every new
+    batch as "already written"), so the ledger records an ``adopted`` batch at Delta's last number and the run
+    goes on after it — re-merging from the ledger's watermark (a lost ledger has none: every hot row is merged
+    again, latest version wins, nothing doubles)."""
+    floor = max(warm.committed(app_id(dataset)), qwarm.committed(quarantine_app_id(dataset)))
+    known = ledger.next_seq(dataset, TRANSITION) - 1
+    if floor <= known:
+        return
+    log.warning("the ledger knows promote batches of %s up to #%s, Delta up to #%s: the ledger was lost or is "
+                "older than warm; continuing after Delta's and re-merging from the ledger's watermark (%s)",
+                dataset, known, floor, ledger.watermark(dataset) or "none: every row")
+    batch_id = f"{dataset}-{floor:08d}"
+    ledger.start_batch(batch_id=batch_id, dataset=dataset, transition=TRANSITION, seq=floor, wm_from=None,
+                       key_id=None, detail={"adopted": True, "ledger_knew": known})
+    ledger.finish_batch(batch_id, status="adopted", dataset=dataset, transition=TRANSITION)
+
+
 def app_id(dataset: str) -> str:
     return f"datazones/promote/{dataset}"
 
@@ -174,8 +194,10 @@ def _recover(ledger: Ledger, warm: WarmTable, qwarm: WarmTable, dataset: str, re
 
 def promote(project: Project, dataset: str, *, as_of: datetime | None = None, keys: Keys | None = None,
             ledger: Ledger | None = None, gate: Gate | None = None, batch_rows: int | None = None,
-            progress: Callable[[int], None] | None = None, wait_for_lock: bool = False) -> TransitionReport:
-    """Promote one dataset from hot to warm as of ``as_of`` (default: now). Returns a TransitionReport."""
+            progress: Callable[[int], None] | None = None, wait_for_lock: bool = False,
+            rebuild: bool = False) -> TransitionReport:
+    """Promote one dataset from hot to warm as of ``as_of`` (default: now). Returns a TransitionReport.
+    ``rebuild`` reloads a warm table that went missing from hot (refused without it: module docstring)."""
     t_start = time.perf_counter()
     ds = project.dataset(dataset)
     report = TransitionReport(TRANSITION, dataset)
@@ -197,7 +219,19 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
     try:
         with writer_lock(ledger.engine, f"warm.{dataset}", wait=wait_for_lock) as held:
             _recover(ledger, warm, qwarm, dataset, report)
+            _adopt(ledger, warm, qwarm, dataset)
             wm = ledger.watermark(dataset)
+            if wm is not None and not warm.exists():
+                if not rebuild:
+                    raise TerminalError(
+                        f"warm table {dataset} is missing at {project.warm_table_uri(dataset)}, but the ledger "
+                        f"says it was promoted up to {wm}: it was deleted or moved, or warm points elsewhere. "
+                        "Nothing was written (an incremental run would bring back only the last changes). Restore "
+                        f"the table or fix warm's path; or reload it from hot with `zones promote {dataset} "
+                        "--rebuild` — rows already archived or purged from hot are not in hot any more")
+                ledger.reset_watermark(dataset, reason="rebuild: the warm table was missing")
+                log.warning("rebuilding warm %s from hot: the table was missing (watermark was %s)", dataset, wm)
+                wm = None
             cursor: tuple[Any, ...] | None = None
             if wm is None:
                 last = ledger.last_batch(dataset, TRANSITION, status="committed")
@@ -206,7 +240,7 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
                     d = json.loads(last["detail"] or "{}")
                     if d.get("mode") == "full" and not d.get("final"):
                         resume = d
-                if resume:
+                if resume and not rebuild:
                     hi, cursor, mode = _ts(resume["hi"]), _cursor(resume["cursor"]), "full"
                 else:
                     hi = defaults.settle_lag.subtract_from(as_of)
@@ -265,11 +299,13 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
 
     extractor = threading.Thread(target=produce, name="dz-extract", daemon=True)
 
-    def commit(rows: pa.Table | None, seq: int, batch_id: str, n: int, rejected: int, final: bool) -> None:
+    def commit(rows: pa.Table | None, seq: int, batch_id: str, n: int, rejected: int, final: bool,
+               stale: pa.Table | None) -> None:
         held.verify()  # never write to Delta, or finish a batch, without the lock
         if rows is not None:
             t = time.perf_counter()
-            _commit(warm, rows, ds, partition, mode, dataset, seq, batch_id, keys, report, compare)
+            changed = _commit(warm, rows, ds, partition, mode, dataset, seq, batch_id, keys, report, compare, stale)
+            report.rows_unchanged += rows.num_rows - changed
             report.add_time("write", time.perf_counter() - t)
             fault("after_delta_commit")
         t = time.perf_counter()
@@ -327,9 +363,11 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
                 _block(ledger, dataset, outcome, lo, keys, mode, hi, page.last_key or cursor, report)
             rejected = outcome.rejected.num_rows
             t = time.perf_counter()
-            rows = None
+            rows = stale = None
             if outcome.passed.num_rows:
                 rows = to_warm(dataset, ds, plans, outcome.passed, keys, "")
+                if mode != "full":  # MERGE: a person promoted under a retired pseudonym key moves to the new one
+                    stale = stale_keys(ds, plans, outcome.passed, keys)
             report.add_time("transform", time.perf_counter() - t)
             if pending is not None:  # the previous page's commit must land before this batch is opened
                 pending.result()
@@ -348,7 +386,7 @@ def _run(project: Project, dataset: str, ds: Any, plans: Any, keys: Keys, ledger
                 quarantine_rows(qwarm, dataset, ds, plans, outcome.rejected, outcome.reasons, keys, batch_id, seq)
                 fault("after_quarantine")
             report.bytes_read += page.data.nbytes
-            pending = committer.submit(commit, rows, seq, batch_id, n, rejected, final)
+            pending = committer.submit(commit, rows, seq, batch_id, n, rejected, final, stale)
             if page.last_key is not None:
                 cursor = page.last_key
             if final:
@@ -385,22 +423,32 @@ def _block(ledger: Ledger, dataset: str, outcome: GateOutcome, lo: datetime | No
 
 
 def _commit(warm: WarmTable, rows: pa.Table, ds: Any, partition: list[str] | None, mode: str, dataset: str,
-            seq: int, batch_id: str, keys: Keys, report: TransitionReport, compare: list[str]) -> None:
+            seq: int, batch_id: str, keys: Keys, report: TransitionReport, compare: list[str],
+            stale: pa.Table | None = None) -> int:
+    """Write one batch to Delta exactly once; returns how many rows changed warm (inserted or replaced)."""
     aid = app_id(dataset)
     if warm.committed(aid) >= seq:  # Delta records app transactions but does not enforce them: we do.
         log.warning("batch %s already in Delta (txn %s); not writing it again", batch_id, seq)
-        return
+        return 0
     new_cols = warm.check_schema(rows.schema)
     if new_cols:
         current = warm.schema()
         assert current is not None
-        report.new_columns.extend(n for n in rows.schema.names if n not in current.names)
+        added = [n for n in rows.schema.names if n not in current.names]
+        report.new_columns.extend(added)
+        undeclared = [n for n in added if n not in ds.columns]
+        if undeclared:
+            report.warnings.append(f"undeclared hot column(s) {', '.join(undeclared)} added to warm as they are "
+                                   f"(on_new_column: add): declare their personal-data class in zones.yaml")
     before = warm.file_sizes()
     meta = {"datazones.batch_id": batch_id, "datazones.seq": str(seq), "datazones.key_id": keys.pseudonym_key_id,
             "datazones.transition": TRANSITION}
     if mode == "full" or not warm.exists():
         warm.append(rows, partition_by=partition, app_id=aid, seq=seq, meta=meta, merge_schema=new_cols)
+        changed = rows.num_rows
     else:
-        warm.merge(rows, keys=list(ds.primary_key), newer=ds.watermark, app_id=aid, seq=seq, meta=meta,
-                   merge_schema=new_cols, compare=compare)
+        m = warm.merge(rows, keys=list(ds.primary_key), newer=ds.watermark, app_id=aid, seq=seq, meta=meta,
+                       merge_schema=new_cols, compare=compare, stale=stale)
+        changed = int(m.get("num_target_rows_inserted", 0)) + int(m.get("num_target_rows_updated", 0))
     report.bytes_written += sum(v for k, v in warm.file_sizes().items() if k not in before)
+    return changed

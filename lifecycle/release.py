@@ -27,7 +27,15 @@ import sqlalchemy as sa
 from lifecycle.ledger import Ledger
 from lifecycle.locks import writer_lock
 from lifecycle.protect import Keys, load_keys, open_sealed
-from lifecycle.transform import comparable_columns, constant, crypto_columns, dense_columns, plan_columns, to_warm
+from lifecycle.transform import (
+    comparable_columns,
+    constant,
+    crypto_columns,
+    dense_columns,
+    plan_columns,
+    stale_keys,
+    to_warm,
+)
 from lifecycle.warm import WarmTable
 from quality.gate import Gate
 from zones.config import Project
@@ -57,6 +65,16 @@ def open_rows(project: Project, dataset: str, batch_id: str | None = None) -> pa
     if batch_id:
         mask = pc.and_(mask, pc.equal(t.column("_dz_batch"), batch_id))
     return t.filter(mask)
+
+
+def require_batch(project: Project, dataset: str, batch_id: str) -> None:
+    """Raise unless ``batch_id`` ever put rows into ``dataset``'s quarantine (open or released)."""
+    q = WarmTable(project.quarantine_uri(dataset), project.storage_options("warm"))
+    batches = set(q.to_arrow(columns=["_dz_batch"]).column("_dz_batch").to_pylist()) if q.exists() else set()
+    if batch_id not in batches:
+        known = f"its latest batches: {', '.join(sorted(batches)[-5:])}" if batches else "it is empty"
+        raise TerminalError(f"no batch {batch_id!r} in the quarantine of {dataset!r} ({known}); "
+                            f"`zones quarantine list {dataset}` lists its batches")
 
 
 def summary(project: Project, dataset: str) -> list[dict[str, Any]]:
@@ -91,6 +109,7 @@ def release(project: Project, dataset: str, batch_id: str, *, gate: Gate | None 
     rows = open_rows(project, dataset, batch_id)
     report.rows = rows.num_rows
     if rows.num_rows == 0:
+        require_batch(project, dataset, batch_id)  # an unknown batch is an error; a fully released one is not
         return report
     keys = keys or load_keys(need_seal=True)
     engine = make_engine(project.hot_url)
@@ -146,7 +165,7 @@ def release(project: Project, dataset: str, batch_id: str, *, gate: Gate | None 
                 partition = ["_dz_period"] if ds.partition_by != "none" else None
                 if warm.exists():
                     warm.merge(out, keys=pk, newer=ds.watermark, app_id=aid, seq=warm.committed(aid) + 1,
-                               compare=comparable_columns(plans, ds),
+                               compare=comparable_columns(plans, ds), stale=stale_keys(ds, plans, passed, keys),
                                meta=meta, merge_schema=warm.check_schema(out.schema))
                 else:
                     warm.append(out, partition_by=partition, app_id=aid, seq=1, meta=meta, merge_schema=False)
@@ -176,8 +195,14 @@ def _current_hot(engine: sa.Engine, table: sa.Table, pk: list[str], originals: l
     wanted = [tuple(o.get(k) for k in pk) for o in originals if all(o.get(k) is not None for k in pk)]
     cols = [table.c[k] for k in pk]
     cond = cols[0].in_([w[0] for w in wanted]) if len(pk) == 1 else sa.tuple_(*cols).in_(wanted)
+    if not wanted:
+        return rows_to_arrow([], names, types)
+    # Raw driver values, as the promotion's hot reader reads them: SQLAlchemy's result processors would convert
+    # (and on SQLite choke on, e.g. '2026-02-30' in a DATE column) the very values the gate must flag as wrong_type.
+    query = sa.select(*[table.c[n] for n in names]).where(cond)
+    sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
     with engine.connect() as c:
-        found = [list(r) for r in c.execute(sa.select(*[table.c[n] for n in names]).where(cond))] if wanted else []
+        found = [list(r) for r in c.exec_driver_sql(sql)]
     return rows_to_arrow(found, names, types)
 
 

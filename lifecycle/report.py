@@ -12,7 +12,8 @@ class TransitionReport:
     dataset: str
     mode: str = ""  # full | incremental | noop | recovered
     rows_read: int = 0
-    rows_written: int = 0
+    rows_written: int = 0  # rows accepted into warm at their version (read = written + quarantined) ...
+    rows_unchanged: int = 0  # ... of which warm held that version already (a lookback re-read, a recovered batch)
     rows_quarantined: int = 0
     rows_deleted: int = 0
     bytes_read: int = 0

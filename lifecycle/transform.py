@@ -134,9 +134,67 @@ def dense_columns(ds: Dataset) -> list[str]:
     return list(dict.fromkeys([*ds.primary_key, ds.watermark]))
 
 
+def stale_keys(ds: Dataset, plans: list[ColumnPlan], data: pa.Table, keys: Keys) -> pa.Table | None:
+    """The warm primary key of every row of ``data`` as promoted under each retired pseudonym key: where warm may
+    still hold these people after a key rotation (rows promoted before it keep their old pseudonyms). MERGE deletes
+    those rows in the commit that inserts the row under the current key (:meth:`~lifecycle.warm.WarmTable.merge`),
+    so a person is never held twice. None — the plain MERGE — when no key column is pseudonymised or no other key
+    was retired."""
+    plan = {p.name: p for p in plans}
+    pk = list(ds.primary_key)
+    if data.num_rows == 0 or not any(k in plan and plan[k].policy == "pseudonymise" for k in pk):
+        return None
+    retired = [k for k in dict.fromkeys(keys.retired_pseudonym_keys) if k != keys.pseudonym_key]
+    if not retired:
+        return None
+    parts = []
+    for old in retired:
+        cols: dict[str, pa.Array | pa.ChunkedArray] = {}
+        for k in pk:
+            p = plan.get(k)
+            col = data.column(k)
+            if p is None or p.policy == "keep":
+                cols[k] = col
+            elif p.policy == "pseudonymise":
+                cols[k] = pseudonymise(col, old)
+            elif p.policy == "generalise" and p.column is not None and p.column.generalise is not None:
+                cols[k] = generalise(col, p.column.generalise)
+            else:  # a dropped key column: warm has no key to MERGE on in the first place
+                return None
+        parts.append(pa.table(cols))
+    return pa.concat_tables(parts)
+
+
+def refuse_undeclared_identifiers(ds_name: str, plans: list[ColumnPlan], data: pa.Table) -> None:
+    """A hot column nobody declared goes to warm as it is (``on_new_column: add``) — unless it holds personnummer:
+    then the batch stops before anything is written. Whole values are checked vectorised; free text only where a
+    digit pattern could be one (counts only in the message, never a value)."""
+    from zones.personnummer import find_personnummer, valid_mask
+
+    for p in plans:
+        if p.column is not None or p.name not in data.column_names:
+            continue
+        col = data.column(p.name)
+        if pa.types.is_integer(col.type):
+            col = pc.cast(col, pa.string())
+        elif not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        whole = int(pc.sum(valid_mask(col)).as_py() or 0)
+        maybe = col.filter(pc.fill_null(pc.match_substring_regex(col, r"\d{6}[-+]?\d{4}"), False))
+        inside = sum(1 for v in maybe.to_pylist() if v and find_personnummer(v)) if not whole else 0
+        if whole or inside:
+            raise SchemaChangeError(
+                f"hot column {p.name!r} of dataset {ds_name!r} is not declared in zones.yaml and "
+                f"{whole or inside} value(s) in this batch {'are' if whole else 'contain'} personnummer: warm "
+                f"never takes a raw identifier, so nothing of this batch was written. Declare datasets.{ds_name}."
+                f"columns.{p.name} with its personal-data class and warm policy (pseudonymise or drop), or set "
+                f"datasets.{ds_name}.on_new_column: ignore")
+
+
 def to_warm(ds_name: str, ds: Dataset, plans: list[ColumnPlan], data: pa.Table, keys: Keys,
             batch_id: str) -> pa.Table:
     """Apply the warm policy of every column to a (gate-passed) hot batch."""
+    refuse_undeclared_identifiers(ds_name, plans, data)
     out: dict[str, pa.Array | pa.ChunkedArray] = {}
     for p in plans:
         col = data.column(p.name)

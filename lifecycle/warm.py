@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from lifecycle.warm_files import OPAQUE_ENCODING, local_path, write_files
@@ -20,6 +21,8 @@ from zones.errors import SchemaChangeError
 TARGET_FILE_SIZE = 8 * 2**20
 TABLE_CONFIG = {"delta.enableChangeDataFeed": "true", "delta.appendOnly": "false",
                 "delta.targetFileSize": str(TARGET_FILE_SIZE)}
+# Marks MERGE source rows that carry a key under a retired pseudonym key (see WarmTable.merge); never written.
+STALE_MARKER = "_dz_stale_key"
 # Safe widenings warm follows automatically; anything else is a terminal schema change.
 _WIDEN = {(pa.int32(), pa.int64()), (pa.int16(), pa.int64()), (pa.int16(), pa.int32()), (pa.float32(), pa.float64())}
 
@@ -149,11 +152,16 @@ class WarmTable:
         return True
 
     def merge(self, data: pa.Table, *, keys: list[str], newer: str, app_id: str, seq: int,
-              meta: dict[str, str], merge_schema: bool = False, compare: list[str] | None = None
-              ) -> dict[str, Any]:
+              meta: dict[str, str], merge_schema: bool = False, compare: list[str] | None = None,
+              stale: pa.Table | None = None) -> dict[str, Any]:
         """MERGE by key: insert new rows, update a row if the source version is newer (latest wins) — or, with
         ``compare``, as new but different in one of those columns: a second change within one tick of the
-        watermark's clock, read later, is the later version."""
+        watermark's clock, read later, is the later version.
+
+        ``stale`` (after a pseudonym key rotation, :func:`~lifecycle.transform.stale_keys`): the keys the same
+        rows had under retired pseudonym keys. They join the source as marker rows (``_dz_stale_key``, never
+        written), and the one MERGE deletes the warm rows they match while it inserts the rows under their new
+        key: one row per key in warm, in the same commit (the change data feed shows a delete and an insert)."""
         on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
         when = f's."{newer}" > t."{newer}"'
         current = self.schema()
@@ -161,17 +169,21 @@ class WarmTable:
         if both:
             differs = " OR ".join(f'(s."{c}" IS DISTINCT FROM t."{c}")' for c in both)
             when = f'{when} OR (s."{newer}" = t."{newer}" AND ({differs}))'
-        metrics = (
-            # streamed_exec=False lets delta-rs derive an early pruning predicate from the source's key range,
-            # so only files whose key statistics overlap the changed rows are read and rewritten.
-            self._dt().merge(data, on, source_alias="s", target_alias="t", merge_schema=merge_schema,
-                             streamed_exec=False,
-                             writer_properties=_writer_props(self.opaque_columns, self.dense_columns),
-                             commit_properties=_commit(app_id, seq, meta))
-            .when_matched_update_all(predicate=when)
-            .when_not_matched_insert_all()
-            .execute()
-        )
+        source = data if stale is None or stale.num_rows == 0 else with_stale_rows(data, stale)
+        # streamed_exec=False lets delta-rs derive an early pruning predicate from the source's key range,
+        # so only files whose key statistics overlap the changed rows are read and rewritten.
+        merger = self._dt().merge(source, on, source_alias="s", target_alias="t", merge_schema=merge_schema,
+                                  streamed_exec=False,
+                                  writer_properties=_writer_props(self.opaque_columns, self.dense_columns),
+                                  commit_properties=_commit(app_id, seq, meta))
+        if source is data:
+            merger = merger.when_matched_update_all(predicate=when).when_not_matched_insert_all()
+        else:  # the first matching clause wins; the marker column reaches no target row (nor, merge_schema, schema)
+            live = f'NOT s."{STALE_MARKER}"'
+            merger = (merger.when_matched_delete(predicate=f's."{STALE_MARKER}"')
+                      .when_matched_update_all(predicate=f"{live} AND ({when})", except_cols=[STALE_MARKER])
+                      .when_not_matched_insert_all(predicate=live, except_cols=[STALE_MARKER]))
+        metrics = merger.execute()
         self.refresh()
         metrics["version"] = int(self._dt().version())
         return dict(metrics)
@@ -224,6 +236,20 @@ class WarmTable:
             return {}
         acts = self._dt().get_add_actions(flatten=True)
         return dict(zip(acts.column("path").to_pylist(), acts.column("size_bytes").to_pylist(), strict=True))
+
+
+def with_stale_rows(data: pa.Table, stale: pa.Table) -> pa.Table:
+    """``data`` and, below it, one marker row per ``stale`` key (its key columns; every other column null), with
+    a boolean ``_dz_stale_key`` column telling them apart."""
+    if STALE_MARKER in data.column_names:
+        raise ValueError(f"{STALE_MARKER!r} is reserved for MERGE's stale-key rows")
+    m = stale.num_rows
+    schema = pa.schema([f.with_nullable(True) for f in data.schema])
+    markers = pa.Table.from_arrays([stale.column(f.name).cast(f.type) if f.name in stale.column_names
+                                    else pa.nulls(m, f.type) for f in schema], schema=schema)
+    out = pa.concat_tables([data.cast(schema), markers])
+    flag = np.arange(out.num_rows) >= data.num_rows
+    return out.append_column(pa.field(STALE_MARKER, pa.bool_(), nullable=False), pa.array(flag, pa.bool_()))
 
 
 def plain_types(t: pa.Table) -> pa.Table:

@@ -175,6 +175,21 @@ def test_validate_live_names_missing_column_and_line(tmp_path: Path) -> None:
     assert any("'konto'" in f.message and f.level == "warning" for f in findings)
 
 
+def test_validate_live_refuses_a_declared_type_the_hot_column_does_not_have(backend: dict[str, str],
+                                                                          tmp_path: Path) -> None:
+    """`type: date` on an integer column would block every batch at the gate: validate says so first, with the
+    type to declare; the demo's declarations all match both hot stores."""
+    from zones.validate import validate_live
+
+    seeded_project(backend, tmp_path)
+    assert [f for f in validate_live(load(tmp_path / "zones.yaml", env={})) if f.key_path.endswith(".type")] == []
+    path = write_project(tmp_path, hot_url=backend["hot"], ledger_url=backend["ledger"], edit=lambda raw: raw[
+        "datasets"]["utbetalning"]["columns"]["brutto_sek"].update(type="date"))
+    bad = [f for f in validate_live(load(path, env={})) if f.key_path.endswith(".type")]
+    assert len(bad) == 1 and bad[0].level == "error" and bad[0].fix == "declare `type: integer`"
+    assert bad[0].key_path == "datasets.utbetalning.columns.brutto_sek.type" and "'date'" in bad[0].message
+
+
 def test_validate_live_warns_when_no_index_leads_with_the_watermark(backend: dict[str, str], tmp_path: Path) -> None:
     """Without an index on the watermark every incremental run scans the hot table: validate says so, with the fix."""
     from zones.validate import Finding, validate_live
