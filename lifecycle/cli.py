@@ -32,34 +32,63 @@ T = TypeVar("T")
 
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", envvar="DATAZONES_CONFIG", help="Path to zones.yaml.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="ISO time the run acts as of (default: now).")]
+AS_OF_FORM = "an ISO-8601 time with timezone, e.g. 2026-12-05T12:00:00+00:00 (without an offset it is taken as UTC)"
 
 
 def _as_of(v: str | None) -> datetime | None:
     if v is None:
         return None
-    d = datetime.fromisoformat(v)
+    try:
+        d = datetime.fromisoformat(v)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{v!r} is not a valid time ({exc}); use {AS_OF_FORM}",
+                                 param_hint="'--as-of'") from None
     return d if d.tzinfo else d.replace(tzinfo=UTC)
 
 
+def _check_as_of(v: str | None) -> str | None:
+    """Parse ``--as-of`` while the command line is read, so a bad value is a usage error (exit 2), not a crash."""
+    _as_of(v)
+    return v
+
+
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", callback=_check_as_of,
+                                             help=f"The time the run acts as of (default: now): {AS_OF_FORM}.")]
+
+
 def _guard(fn: Callable[[], T]) -> T:
+    from rich.markup import escape  # a message's own brackets ("check [block] failed") are text, not markup
+
     try:
         return fn()
     except ConfigError as exc:
-        err.print(f"[red]configuration error[/red]: {exc}", markup=True, highlight=False)
+        err.print(f"[red]configuration error[/red]: {escape(str(exc))}", markup=True, highlight=False)
         raise typer.Exit(2) from None
     except TransientError as exc:
-        err.print(f"[yellow]transient[/yellow]: {exc}", highlight=False)
+        err.print(f"[yellow]transient[/yellow]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(3) from None
     except DatazonesError as exc:
-        err.print(f"[red]{type(exc).__name__}[/red]: {exc}", highlight=False)
+        err.print(f"[red]{type(exc).__name__}[/red]: {escape(str(exc))}", highlight=False)
         raise typer.Exit(4) from None
 
 
 def _project(config: str) -> Any:
     from zones.config import load
 
-    return _guard(lambda: load(config))
+    def checked() -> Any:
+        project = load(config)
+        project.check_urls()  # a bad hot or ledger URL is a configuration error (exit 2), before any command uses it
+        return project
+
+    return _guard(checked)
+
+
+def _known_datasets(project: Any, names: list[str]) -> None:
+    """Exit 2 naming the datasets zones.yaml does not declare, and the ones it does."""
+    unknown = [n for n in names if n not in project.config.datasets]
+    if unknown:
+        err.print(f"unknown dataset(s) {unknown}; declared: {', '.join(project.config.datasets)}", highlight=False)
+        raise typer.Exit(2)
 
 
 def _emit(data: Any, as_json: bool, render: Callable[[], None]) -> None:
@@ -70,9 +99,13 @@ def _emit(data: Any, as_json: bool, render: Callable[[], None]) -> None:
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+          config: Annotated[str | None, typer.Option("--config", "-c", help="Path to zones.yaml for every command "
+                                                     "(same as DATAZONES_CONFIG).")] = None) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if config:  # `zones --config X cmd`: the command's own --config reads DATAZONES_CONFIG when not given
+        os.environ["DATAZONES_CONFIG"] = config
 
 
 @app.command()
@@ -102,6 +135,8 @@ def promote(datasets: Annotated[list[str] | None, typer.Argument(help="Datasets 
             as_of: AsOfOpt = None, config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False,
             batch_rows: Annotated[int | None, typer.Option(help="Rows per batch (overrides config).")] = None,
             wait: Annotated[bool, typer.Option(help="Wait for another run's lock instead of exiting 3.")] = False,
+            rebuild: Annotated[bool, typer.Option(help="Reload a warm table that went missing from hot (rows "
+                                                  "archived or purged from hot do not come back).")] = False,
             ) -> None:
     """Promote hot → warm (incremental, exactly once)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -125,18 +160,22 @@ def promote(datasets: Annotated[list[str] | None, typer.Argument(help="Datasets 
 
             def one(name: str = name, task: Any = task) -> Any:
                 return run(project, name, as_of=_as_of(as_of), batch_rows=batch_rows, wait_for_lock=wait,
-                           progress=lambda n: bar.advance(task, n))
+                           progress=lambda n: bar.advance(task, n), rebuild=rebuild)
 
             reports.append(_guard(one))
 
     def render() -> None:
         t = Table(title="promote hot → warm")
-        for c in ("dataset", "mode", "read", "written", "quarantined", "batches", "delta v", "seconds"):
+        for c in ("dataset", "mode", "read", "written", "unchanged", "quarantined", "batches", "delta v", "seconds"):
             t.add_column(c, justify="right" if c not in ("dataset", "mode") else "left")
         for r in reports:
-            t.add_row(r.dataset, r.mode, f"{r.rows_read:,}", f"{r.rows_written:,}", f"{r.rows_quarantined:,}",
-                      str(r.batches), str(r.delta_version), f"{r.timings.get('total', 0):.2f}")
+            t.add_row(r.dataset, r.mode, f"{r.rows_read:,}", f"{r.rows_written - r.rows_unchanged:,}",
+                      f"{r.rows_unchanged:,}", f"{r.rows_quarantined:,}", str(r.batches), str(r.delta_version),
+                      f"{r.timings.get('total', 0):.2f}")
         out.print(t)
+        for r in reports:
+            for w in r.warnings:
+                err.print(f"[yellow]warning[/yellow] {r.dataset}: {w}")
 
     _emit([r.to_dict() for r in reports], as_json, render)
 
@@ -184,20 +223,25 @@ def worker(socket_path: Annotated[str | None, typer.Option(
 def ledger_verify(config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) -> None:
     """Recompute the hash chain; exit 1 if any row was edited, inserted or deleted."""
     from lifecycle.ledger import Ledger
+    from lifecycle.reconcile import reconcile
 
     project = _project(config)
     ledger = Ledger(project.ledger_url)
     problems = ledger.verify()
+    tables = reconcile(ledger)  # watermarks, holds, packages and the disposal register against the log
     n = sum(1 for _ in ledger.events())
 
     def render() -> None:
-        if not problems:
-            out.print(f"[green]ledger intact[/green]: {n} events, chain verified")
+        if not problems and not tables:
+            out.print(f"[green]ledger intact[/green]: {n} events, chain verified; watermarks, holds, packages and "
+                      "the disposal register agree with it")
         for p in problems:
             out.print(f"[red]seq {p.seq}[/red]: {p.problem}")
+        for t in tables:
+            out.print(f"[red]table[/red]: {t}")
 
-    _emit({"events": n, "problems": [p.__dict__ for p in problems]}, as_json, render)
-    if problems:
+    _emit({"events": n, "problems": [p.__dict__ for p in problems], "tables": tables}, as_json, render)
+    if problems or tables:
         raise typer.Exit(1)
 
 

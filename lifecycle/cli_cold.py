@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lifecycle.cli import AsOfOpt, ConfigOpt, JsonOpt, _as_of, _emit, _guard, _project, app, err, out
+from lifecycle.cli import AsOfOpt, ConfigOpt, JsonOpt, _as_of, _emit, _guard, _known_datasets, _project, app, err, out
 
 hold_app = typer.Typer(no_args_is_help=True, help="Legal holds: block every delete of what they cover.")
 dispose_app = typer.Typer(no_args_is_help=True, help="Disposal (gallring): plan, approve (four eyes), execute.")
@@ -22,10 +22,20 @@ ExecuteOpt = Annotated[bool, typer.Option("--execute", help="Actually delete (de
 
 def _names(project: Any, datasets: list[str] | None, all_: bool) -> list[str]:
     names = list(project.config.datasets) if all_ else list(datasets or [])
-    if not names or any(n not in project.config.datasets for n in names):
+    if not names:
         err.print(f"name datasets from: {', '.join(project.config.datasets)} (or --all)")
         raise typer.Exit(2)
+    _known_datasets(project, names)
     return names
+
+
+def _review_at(v: str | None) -> str | None:
+    if v is not None:
+        try:
+            date.fromisoformat(v)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{v!r} is not a date ({exc}); use an ISO-8601 date, e.g. 2027-06-30") from None
+    return v
 
 
 def _report_table(title: str, reports: list[Any]) -> None:
@@ -71,13 +81,16 @@ def hold_add(dataset: Annotated[str, typer.Option("--dataset")], reason: Annotat
              by: Annotated[str, typer.Option("--by")], period: Annotated[str | None, typer.Option()] = None,
              case: Annotated[str | None, typer.Option("--case")] = None,
              person: Annotated[str | None, typer.Option("--person", help="Personnummer; stored pseudonymised.")] = None,
-             review_at: Annotated[str | None, typer.Option("--review-at")] = None,
+             review_at: Annotated[str | None, typer.Option("--review-at", callback=_review_at,
+                                                           help="ISO date to review the hold, e.g. 2027-06-30.")
+                                  ] = None,
              config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) -> None:
     """Put a legal hold on a dataset, a period, a case or a person."""
     from lifecycle import holds
     from lifecycle.ledger import Ledger
 
     project = _project(config)
+    _known_datasets(project, [dataset])
     h = _guard(lambda: holds.add(project, Ledger(project.ledger_url), dataset=dataset, reason=reason, by=by,
                                  period=period, case=case, person=person,
                                  review_at=date.fromisoformat(review_at) if review_at else None))
@@ -199,6 +212,8 @@ def dispose_plan(by: Annotated[str, typer.Option("--by")], as_of: AsOfOpt = None
             t.add_row(e["package_id"], f"{e['rows']:,}", f"{e['bytes'] / 1e6:.1f}", e["basis"], e["dispose_after"],
                       ", ".join(e["holds"]) or "—")
         out.print(t)
+        for k in plan.get("preserved_now", []):
+            out.print(f"[yellow]not disposable now[/yellow] {k['package_id']}: {k['reason']}")
 
     _emit(plan, as_json, render)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lifecycle.cli import ConfigOpt, JsonOpt, _emit, _guard, _project, app, out
+from lifecycle.cli import ConfigOpt, JsonOpt, _emit, _guard, _known_datasets, _project, app, out
 
 quarantine_app = typer.Typer(no_args_is_help=True, help="Rows the quality gate set aside: list, show, release.")
 quality_app = typer.Typer(no_args_is_help=True, help="Quality gate results and Data Docs.")
@@ -24,6 +24,7 @@ def quarantine_list(dataset: Annotated[str | None, typer.Argument(help="One data
 
     project = _project(config)
     names = [dataset] if dataset else list(project.config.datasets)
+    _known_datasets(project, names)
     rows = _guard(lambda: [e for n in names for e in summary(project, n)])
 
     def render() -> None:
@@ -40,10 +41,13 @@ def quarantine_list(dataset: Annotated[str | None, typer.Argument(help="One data
 def quarantine_show(dataset: str, batch: Annotated[str | None, typer.Option("--batch")] = None,
                     config: ConfigOpt = "zones.yaml", as_json: JsonOpt = False) -> None:
     """The open rows: key (pseudonymised where the key is), batch, reasons. Values stay sealed."""
-    from lifecycle.release import open_rows
+    from lifecycle.release import open_rows, require_batch
 
     project = _project(config)
+    _known_datasets(project, [dataset])
     ds = project.dataset(dataset)
+    if batch:
+        _guard(lambda: require_batch(project, dataset, batch))
     t = _guard(lambda: open_rows(project, dataset, batch))
     cols = [*ds.primary_key, "_dz_batch", "_dz_reason", "_dz_at"]
     rows: list[dict[str, Any]] = t.select(cols).to_pylist() if t.num_rows else []
@@ -68,6 +72,7 @@ def quarantine_release(dataset: str, batch: Annotated[str, typer.Option("--batch
     from lifecycle.release import release
 
     project = _project(config)
+    _known_datasets(project, [dataset])
     if override and not (by and reason):
         out.print("--override needs --by WHO and --reason WHY")
         raise typer.Exit(2)
@@ -90,6 +95,7 @@ def quality_results(dataset: str, batch: Annotated[str | None, typer.Option("--b
     from lifecycle.ledger import Ledger
 
     project = _project(config)
+    _known_datasets(project, [dataset])
     ledger = Ledger(project.ledger_url)
     try:
         runs = [{k: v for k, v in r.items() if k != "result_json"} for r in ledger.gate_runs(dataset)]

@@ -492,6 +492,10 @@ def load_keys(env: Mapping[str, str] = os.environ, *, need_seal: bool) -> Keys:
     skey = _parse_key(env, "DATAZONES_SEAL_KEY")
     if skey is None and need_seal:
         raise MissingSecretError(f"DATAZONES_SEAL_KEY is not set (sealing originals needs it); {_HOWTO}")
+    if skey is not None and skey == pkey:
+        raise MissingSecretError("DATAZONES_SEAL_KEY equals DATAZONES_PSEUDONYM_KEY: the seal key opens the "
+                                 "authentic record and belongs to the archive function alone, so it must be a "
+                                 f"separate key; {_HOWTO}")
     retired = tuple(k for part in re.split(r"[\s,]+", env.get(RETIRED, "").strip()) if part
                     if (k := _parse_key({RETIRED: part}, RETIRED)) is not None)
     return Keys(pseudonym_key=pkey, pseudonym_key_id=_key_id(env, "DATAZONES_PSEUDONYM_KEY_ID", pkey),

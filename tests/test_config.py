@@ -115,3 +115,52 @@ def test_duration_calendar_arithmetic() -> None:
     assert Duration.parse("PT5M").timedelta.total_seconds() == 300
     with pytest.raises(ValueError):
         Duration.parse("P")
+
+
+def test_env_override_errors_name_the_variable_not_a_yaml_line(tmp_path: Path) -> None:
+    path = write_project(tmp_path)
+    with pytest.raises(ConfigError) as exc:
+        load(path, env={"DATAZONES__DEFAULTS__BATCH_ROWS": "abc"})
+    assert str(exc.value).startswith("environment DATAZONES__DEFAULTS__BATCH_ROWS=abc: defaults.batch_rows: ")
+    assert "zones.yaml:" not in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        load(path, env={"DATAZONES__HOT__URLL": "x"})
+    assert str(exc.value).startswith("environment DATAZONES__HOT__URLL=x: hot.urll: unknown key 'urll'")
+    with pytest.raises(ConfigError) as exc:  # a dataset the environment made up: its missing keys are the var's
+        load(path, env={"DATAZONES__DATASETS__NEU__TABLE": "neu"})
+    assert "environment DATAZONES__DATASETS__NEU__TABLE=neu: datasets.neu.primary_key: required key" in str(exc.value)
+    # a yaml error next to an env override is still blamed on its line; an explicit value replaces the env one
+    msg = _bad(tmp_path, "partition_by: none", "partition_by: weekly")
+    assert "zones.yaml:" in msg and "environment" not in msg
+    with pytest.raises(ConfigError) as exc:
+        load(path, env={"DATAZONES__DEFAULTS__BATCH_ROWS": "100"}, overrides={"defaults.batch_rows": "abc"})
+    assert "environment" not in str(exc.value)
+
+
+def test_env_values_of_secret_looking_variables_are_not_echoed(tmp_path: Path) -> None:
+    path = write_project(tmp_path)
+    with pytest.raises(ConfigError) as exc:
+        load(path, env={"DATAZONES__HOT__PASSWORD": "hunter2"})
+    assert "environment DATAZONES__HOT__PASSWORD=***: hot.password: unknown key" in str(exc.value)
+    assert "hunter2" not in str(exc.value)
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("notaurl", "not a SQLAlchemy URL"),
+    ("nosuchdb://u:pw@h/db", "no SQLAlchemy dialect and driver 'nosuchdb'"),
+    ("postgresql+psycopg://u:pw@h:port/db", "not a SQLAlchemy URL (the port is not a number)"),
+])
+def test_a_bad_store_url_is_a_config_error_naming_its_source(tmp_path: Path, url: str, problem: str) -> None:
+    path = write_project(tmp_path, ledger_url=url)
+    project = load(path, env={})  # loading needs no database driver; using the URL checks it
+    with pytest.raises(ConfigError) as exc:
+        project.ledger_url
+    line = _line_of(path.read_text(), "ledger:") + 1
+    assert str(exc.value).startswith(f"{path.resolve()}:{line}: ledger.url: {problem}")
+    assert exc.value.key_path == "ledger.url" and exc.value.fix and ":pw@" not in str(exc.value)
+    project = load(write_project(tmp_path), env={"DATAZONES__HOT__URL": url})
+    with pytest.raises(ConfigError) as exc:
+        project.check_urls()
+    assert str(exc.value).startswith("environment DATAZONES__HOT__URL=")
+    assert f": hot.url: {problem}" in str(exc.value) and ":pw@" not in str(exc.value)
+    assert load(write_project(tmp_path), env={}).hot_url.startswith("sqlite:////")

@@ -490,3 +490,12 @@ def test_hex_prefix_decodes_full_digests_and_uneven_strings_with_and_without_the
     for rows in (digests, uneven):
         got = _hex_prefix(pa.array(rows, pa.string()), 16)
         assert [bytes(r) for r in got] == [bytes.fromhex(r[:32]) for r in rows]
+
+
+def test_a_seal_key_equal_to_the_pseudonym_key_is_refused() -> None:
+    """Key separation: whoever holds the analysts' pseudonym key must not be able to open sealed originals."""
+    same = bytes(range(32)).hex()
+    with pytest.raises(MissingSecretError, match="must be a separate key") as err:
+        load_keys({"DATAZONES_PSEUDONYM_KEY": same, "DATAZONES_SEAL_KEY": same}, need_seal=True)
+    assert same not in str(err.value)
+    assert load_keys({"DATAZONES_PSEUDONYM_KEY": same}, need_seal=False).seal_key is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -70,7 +71,23 @@ def _scalar(n: yaml.Node) -> Any:
         loader.dispose()
 
 
-def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+_SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.I)
+
+
+def redact(value: str) -> str:
+    """A value's shape without its secrets: URL passwords and ``password=``-like query values become ``***``."""
+    value = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", value)
+    value = re.sub(r"((?:password|secret|token|key)[^=&]*=)[^&]*", r"\1***", value, flags=re.I)
+    return value if len(value) <= 120 else value[:117] + "..."
+
+
+def _env_source(name: str, value: str) -> str:
+    shown = "***" if _SECRET_NAME.search(name[len(ENV_PREFIX):]) else redact(value)
+    return f"environment {name}={shown}"
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str], sources: dict[KeyPath, str] | None = None) -> list[str]:
+    """Merge ``DATAZONES__A__B=value`` into ``raw``; ``sources`` gets the key path each one set (for errors)."""
     applied = []
     for name, value in sorted(env.items()):
         if not name.startswith(ENV_PREFIX):
@@ -87,7 +104,26 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> list[str]:
             node = nxt
         node[parts[-1]] = yaml.safe_load(value) if value.strip() else value
         applied.append(name)
+        if sources is not None:
+            path = tuple(parts)
+            for k in [k for k in sources if k[:len(path)] == path]:
+                del sources[k]  # this variable replaced what an earlier, more specific one set
+            sources[path] = _env_source(name, value)
     return applied
+
+
+def _source(sources: dict[KeyPath, str], path: KeyPath, lines: dict[KeyPath, int] | None = None) -> str | None:
+    """The environment variable that set ``path`` or one of its parents, if one did; else, when ``path`` lies under
+    a key zones.yaml does not have, the variable that created that key."""
+    for n in range(len(path), 0, -1):
+        if path[:n] in sources:
+            return sources[path[:n]]
+    if lines is not None:
+        new = next((path[:n] for n in range(1, len(path) + 1) if path[:n] not in lines), None)
+        under = [v for p, v in sorted(sources.items()) if new and p[:len(new)] == new]
+        if under:
+            return ", ".join(under)
+    return None
 
 
 def _model_at(loc: tuple[Any, ...], raw: Any) -> tuple[type[BaseModel] | None, KeyPath]:
@@ -160,7 +196,8 @@ def _raw_path(loc: tuple[Any, ...], raw: Any) -> KeyPath:
     return tuple(out)
 
 
-def _convert(exc: ValidationError, raw: Any, lines: dict[KeyPath, int], file: str) -> ConfigError:
+def _convert(exc: ValidationError, raw: Any, lines: dict[KeyPath, int], file: str,
+             sources: dict[KeyPath, str] | None = None) -> ConfigError:
     errs = exc.errors()
     messages = []
     first_line, first_path, first_fix = None, None, None
@@ -183,10 +220,11 @@ def _convert(exc: ValidationError, raw: Any, lines: dict[KeyPath, int], file: st
             msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "literal_error":
                 fix = f"use one of: {err.get('ctx', {}).get('expected', '')}"
-        line = _line(lines, path)
+        env = _source(sources or {}, path, lines)
+        line = None if env else _line(lines, path)
         key = ".".join(path) or "(top level)"
-        messages.append(f"{file}:{line}: {key}: {msg}" + (f" — fix: {fix}" if fix else ""))
-        if first_line is None:
+        messages.append(f"{env or f'{file}:{line}'}: {key}: {msg}" + (f" — fix: {fix}" if fix else ""))
+        if first_path is None:
             first_line, first_path, first_fix = line, key, fix
     more = f"\n  (+{len(errs) - 10} more)" if len(errs) > 10 else ""
     err_out = ConfigError("invalid configuration", file=file, line=first_line, key_path=first_path, fix=first_fix)
@@ -203,6 +241,7 @@ class Project:
     root: Path
     lines: dict[KeyPath, int] = field(default_factory=dict, repr=False, compare=False)
     env_applied: tuple[str, ...] = ()
+    env_sources: dict[KeyPath, str] = field(default_factory=dict, repr=False, compare=False)
 
     def line_of(self, *path: str) -> int | None:
         return _line(self.lines, tuple(path))
@@ -217,13 +256,51 @@ class Project:
             return "sqlite:///" + str(p)
         return url
 
+    def _url(self, store: str) -> str:
+        """The store's SQLAlchemy URL, checked: a value SQLAlchemy cannot parse is a ConfigError that names where it
+        came from (an environment variable or a zones.yaml line), never a traceback."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        url: str = getattr(self.config, store).url
+        problem = "not a SQLAlchemy URL"
+        try:
+            parsed = make_url(url)
+            problem = f"no SQLAlchemy dialect and driver {parsed.drivername!r}"
+            dialect = parsed.get_dialect()
+            problem = f"the database driver for {parsed.drivername!r} is not installed"
+            dialect.import_dbapi()
+            problem = ""
+        except (ArgumentError, ValueError, ImportError) as exc:
+            if isinstance(exc, ImportError):
+                problem += f" (no module {exc.name!r})"
+            elif isinstance(exc, ValueError) and "int()" in str(exc):
+                problem += " (the port is not a number)"
+        if problem:
+            env = _source(self.env_sources, (store, "url"))
+            err = ConfigError(
+                problem if env else f"{problem}: {redact(url)!r}", file=None if env else str(self.file),
+                line=None if env else self.line_of(store, "url"), key_path=f"{store}.url",
+                fix=f"set {ENV_PREFIX}{store.upper()}__URL or `{store}: {{url: ...}}` to a URL of the form "
+                    "dialect+driver://user@host:port/database, e.g. postgresql+psycopg://user@host/db or "
+                    f"sqlite:///.datazones/{store}.db (keep passwords out of zones.yaml)")
+            if env:
+                err.args = (f"{env}: {err.args[0]}",)
+            raise err from None
+        return url
+
+    def check_urls(self) -> None:
+        """Raise a ConfigError if the hot or the ledger URL is not a usable SQLAlchemy URL."""
+        self._url("hot")
+        self._url("ledger")
+
     @property
     def hot_url(self) -> str:
-        return self._sqlite_abs(self.config.hot.url)
+        return self._sqlite_abs(self._url("hot"))
 
     @property
     def ledger_url(self) -> str:
-        return self._sqlite_abs(self.config.ledger.url)
+        return self._sqlite_abs(self._url("ledger"))
 
     def zone_uri(self, zone: str) -> str:
         st = getattr(self.config, zone)
@@ -259,16 +336,19 @@ def load(path: str | os.PathLike[str] = "zones.yaml", *, overrides: Mapping[str,
     if not isinstance(raw, dict):
         raise ConfigError("the top level must be a mapping (version, hot, warm, cold, ledger, datasets)",
                           file=str(file), line=1)
-    applied = _apply_env(raw, os.environ if env is None else env)
+    sources: dict[KeyPath, str] = {}
+    applied = _apply_env(raw, os.environ if env is None else env, sources)
     for dotted, value in (overrides or {}).items():
         node = raw
         parts = dotted.split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
         node[parts[-1]] = value
+        for k in [k for k in sources if k[:len(parts)] == tuple(parts)]:
+            del sources[k]  # the explicit value replaced what the environment set
     try:
         cfg = ZonesConfig.model_validate(raw)
     except ValidationError as exc:
-        raise _convert(exc, raw, lines, str(file)) from None
+        raise _convert(exc, raw, lines, str(file), sources) from None
     return Project(config=cfg, file=file.resolve(), root=file.resolve().parent, lines=lines,
-                   env_applied=tuple(applied))
+                   env_applied=tuple(applied), env_sources=sources)

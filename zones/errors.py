@@ -38,8 +38,9 @@ class ConfigError(TerminalError):
         super().__init__(f"{where}{key}{message}{tail}")
 
 
-class MissingSecretError(TerminalError):
-    """A key needed for pseudonymisation or sealing is not in the environment (fail closed)."""
+class MissingSecretError(ConfigError):
+    """A key needed for pseudonymisation or sealing is missing or unusable in the environment (fail closed): a
+    configuration error (exit 2), terminal like every ConfigError."""
 
 
 class SchemaChangeError(TerminalError):

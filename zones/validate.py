@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyarrow as pa
 import sqlalchemy as sa
 
 from zones.config import Project
@@ -22,6 +24,21 @@ class Finding:
     def __str__(self) -> str:
         fix = f" — fix: {self.fix}" if self.fix else ""
         return f"{self.level.upper()} {self.where}: {self.key_path}: {self.message}{fix}"
+
+
+# Declared type -> the Arrow types of the hot column that satisfy the gate's type check (quality/suites.TYPE_NAMES)
+_TYPE_OK: dict[str, Callable[[pa.DataType], bool]] = {
+    "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    "integer": pa.types.is_integer,
+    "decimal": lambda t: pa.types.is_decimal(t) or pa.types.is_floating(t),
+    "date": pa.types.is_date,
+    "timestamp": pa.types.is_timestamp,
+    "boolean": pa.types.is_boolean,
+}
+
+
+def _family(t: pa.DataType) -> str | None:
+    return next((name for name, ok in _TYPE_OK.items() if ok(t)), None)
 
 
 def validate_live(project: Project) -> list[Finding]:
@@ -43,7 +60,8 @@ def validate_live(project: Project) -> list[Finding]:
                 hot = reflect(engine, ds.table, ds.schema_ or project.config.hot.schema_)
             except ConfigError as exc:
                 findings.append(Finding("error", f"{file}:{project.line_of(*base, 'table')}",
-                                        f"datasets.{name}.table", str(exc), exc.fix or ""))
+                                        f"datasets.{name}.table", str(exc).removesuffix(f"\n  fix: {exc.fix}"),
+                                        exc.fix or ""))
                 continue
             for col in ds.columns:
                 if col not in hot.columns:
@@ -51,6 +69,15 @@ def validate_live(project: Project) -> list[Finding]:
                         "error", f"{file}:{project.line_of(*base, 'columns', col)}", f"datasets.{name}.columns.{col}",
                         f"column {col!r} does not exist in hot table {ds.table!r} (it has: {', '.join(hot.columns)})",
                         "fix the name or remove the column"))
+            for col, decl in ds.columns.items():
+                typ = hot.columns.get(col)
+                if decl.type is not None and typ is not None and not _TYPE_OK[decl.type](typ):
+                    findings.append(Finding(
+                        "error", f"{file}:{project.line_of(*base, 'columns', col, 'type')}",
+                        f"datasets.{name}.columns.{col}.type",
+                        f"declared type {decl.type!r}, but hot column {col!r} is {hot.sql_types[col]} ({typ}): the "
+                        "quality gate's type check would block every batch",
+                        f"declare `type: {_family(typ)}`" if _family(typ) else "fix the declared type"))
             for col in hot.columns:
                 if col not in ds.columns:
                     findings.append(Finding(
