@@ -214,6 +214,7 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
     gate = gate or default_gate(dataset, ds)
     reader = HotReader(engine, hot, key=list(ds.primary_key), watermark=ds.watermark)
     limit = batch_rows or project.batch_rows(ds)
+    explicit = as_of is not None  # an explicit as-of before the last run is a no-op; "now" before it is wrong
     as_of = _bounded_as_of(as_of, clock(engine))
     defaults = project.config.defaults
     try:
@@ -232,6 +233,12 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
                 ledger.reset_watermark(dataset, reason="rebuild: the warm table was missing")
                 log.warning("rebuilding warm %s from hot: the table was missing (watermark was %s)", dataset, wm)
                 wm = None
+            if wm is not None and not explicit and _ts(wm) > as_of + CLOCK_SLACK:
+                raise TerminalError(
+                    f"the stored watermark of {dataset} ({wm}) is later than this run's as-of ({as_of.isoformat()}, "
+                    "bounded by the hot store's clock): every run would find nothing to do. It was set by a run "
+                    "with a later --as-of on a skewed clock, or edited; `zones ledger verify` tells which. Nothing "
+                    "was written")
             cursor: tuple[Any, ...] | None = None
             if wm is None:
                 last = ledger.last_batch(dataset, TRANSITION, status="committed")

@@ -100,3 +100,16 @@ def test_an_undeclared_column_holding_personnummer_stops_before_warm(backend: di
     assert WarmTable(project.warm_table_uri(DS)).version() == version
     found = WarmTable(project.warm_table_uri(DS)).to_arrow(columns=["handlaggare"]).column(0).to_pylist()
     assert not any(pnr[2:8] in (v or "") for v in found)
+
+
+def test_a_watermark_in_the_future_stops_the_run_instead_of_skipping_forever(tmp_path: Path) -> None:
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = seeded_project(backend, tmp_path, datasets=[DS])
+    promote(project, DS, as_of=AS_OF)
+    ledger = Ledger(project.ledger_url)
+    with ledger.engine.begin() as c:
+        c.execute(sa.text("UPDATE dz_watermarks SET watermark = '2099-01-01T00:00:00+00:00'"))
+    assert promote(project, DS, as_of=AS_OF + timedelta(hours=1)).mode == "noop"  # an explicit past as-of
+    with pytest.raises(TerminalError, match=r"watermark of beslut \(2099-01-01.*later than this run's as-of"):
+        promote(project, DS)  # now: the watermark cannot be ahead of it
+    assert any("no committed batch that set it" in p for p in reconcile(ledger))
