@@ -214,10 +214,7 @@ def _build(project: Project, dataset: str, ds: Dataset, period: Period, record: 
     staging.mkdir(parents=True, exist_ok=True)
     final_dir.mkdir(parents=True, exist_ok=True)
     types = hot_types(project, ds)
-    docs = tuple(ColumnDoc(name=c, type=types.get(c, "string"), nullable=True,
-                           description=(ds.columns[c].description or "") if c in ds.columns else "undeclared column",
-                           personal_data=ds.columns[c].personal_data if c in ds.columns else "unclassified")
-                 for c in record.column_names)
+    docs = tuple(_column_doc(ds, c, types.get(c, "string")) for c in record.column_names)
     agency = project.config.agency
     rule = ds.retention.cold
     spec = PackageSpec(
@@ -227,11 +224,11 @@ def _build(project: Project, dataset: str, ds: Dataset, period: Period, record: 
         agency_name=agency.name if agency else "unknown", agency_id=agency.org_id if agency else None,
         cold_action=rule.action, basis=rule.basis, dispose_after=disposal_date(ds, period),
         secrecy_until=ds.archive.secrecy.add_to(period.end), columns=docs, content_sha256=digest,
-        created=as_of, operator=operator)
+        created=as_of, operator=operator, primary_key=tuple(ds.primary_key))
     t = time.perf_counter()
     writer = PackageWriter(staging, spec, overwrite=True)
     with writer.data_file(f"{dataset}.csv", rows=n) as fh:
-        pacsv.write_csv(record, fh, pacsv.WriteOptions(include_header=True, quoting_style="all_valid"))
+        pacsv.write_csv(record, fh, pacsv.WriteOptions(include_header=True, quoting_style="all_valid", eol="\r\n"))
     info = writer.finish()
     fault("archive_after_build")
     bagged = bag(info.path, info={"Source-Organization": spec.agency_name, "External-Description": spec.title})
@@ -298,3 +295,24 @@ def _delete_from_warm(project: Project, dataset: str, ds: Dataset, warm: WarmTab
     report.checks["rows_held"] = report.checks.get("rows_held", 0) + n_held
     report.add_time("delete", time.perf_counter() - t)
 
+
+
+def _column_doc(ds: Dataset, name: str, typ: str) -> ColumnDoc:
+    """A column as the package describes it: required when the contract never lets it be empty (key, watermark,
+    business date, ``nullable: false`` with a blocking check), and the contract's checks with their severity."""
+    c = ds.columns.get(name)
+    if c is None:
+        return ColumnDoc(name=name, type=typ, nullable=True, description="undeclared column",
+                         personal_data="unclassified")
+    severity = c.severity or ds.quality.severity
+    always = name in ds.primary_key or name in (ds.watermark, ds.business_date)
+    checks = {k: v for k, v in (("values", c.values), ("minimum", c.min_), ("maximum", c.max_),
+                                ("pattern", c.regex), ("format", c.format), ("multipleOf", c.multiple_of),
+                                ("notNull", True if not c.nullable and not always else None),
+                                ("unique", True if c.unique and name not in ds.primary_key else None))
+              if v is not None}
+    if checks:
+        checks["severity"] = severity
+    return ColumnDoc(name=name, type=typ, nullable=not (always or (not c.nullable and severity == "block")),
+                     description=c.description or "", personal_data=c.personal_data,
+                     checks=tuple((k, v) for k, v in checks.items()))

@@ -195,25 +195,36 @@ def verify_register(ledger: Ledger) -> list[str]:
 
 
 def _premis_deletion(project: Project, entry: dict[str, Any], p: dict[str, Any], at: str) -> Path:
+    """The PREMIS deletion event that outlives the package: linked to the package and to the people and
+    software that planned, approved and carried it out."""
+    from lifecycle.fixity import datazones_version, el, premis_event, to_xml
+
     folder = Path(project.zone_uri("cold")) / "_disposals"
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{entry['package_id']}.premis.xml"
-    x = (f'<?xml version="1.0" encoding="UTF-8"?>\n<premis:premis xmlns:premis="http://www.loc.gov/premis/v3" '
-         f'version="3.0">\n <premis:event><premis:eventIdentifier><premis:eventIdentifierType>datazones'
-         f'</premis:eventIdentifierType><premis:eventIdentifierValue>{entry["package_id"]}-deletion'
-         f'</premis:eventIdentifierValue></premis:eventIdentifier><premis:eventType>deletion</premis:eventType>'
-         f'<premis:eventDateTime>{at}</premis:eventDateTime><premis:eventDetailInformation><premis:eventDetail>'
-         f'Gallring of {entry["package_id"]} (METS sha256 {entry["mets_sha256"]}) under {_esc(entry["basis"])}; '
-         f'plan {p["plan_id"]} by {_esc(p["planned_by"])}, approved by {_esc(p["approved_by"])}'
-         f'</premis:eventDetail></premis:eventDetailInformation><premis:eventOutcomeInformation>'
-         f'<premis:eventOutcome>success</premis:eventOutcome></premis:eventOutcomeInformation></premis:event>\n'
-         f'</premis:premis>\n')
-    out.write_text(x, encoding="utf-8")
+    software = f"software:datazones-{datazones_version()}"
+    agents = [(f"person:{p['planned_by']}", "planner", p["planned_by"], "person"),
+              (f"person:{p['approved_by']}", "authorizer", p["approved_by"], "person"),
+              (software, "executing program", "datazones", "software")]
+    root = el(None, "premis:premis", {"version": "3.0"})
+    obj = el(root, "premis:object", {"xsi:type": "premis:intellectualEntity"})
+    ident = el(obj, "premis:objectIdentifier")
+    el(ident, "premis:objectIdentifierType", text="local")
+    el(ident, "premis:objectIdentifierValue", text=entry["package_id"])
+    premis_event(root, key=f"{entry['package_id']}:deletion", event_type="deletion", when=at,
+                 detail=f"Gallring of {entry['package_id']} (METS sha256 {entry['mets_sha256']}, {entry['rows']} rows) "
+                        f"under {entry['basis']}; plan {p['plan_id']} by {p['planned_by']}, approved by "
+                        f"{p['approved_by']}", outcome="success", agents=[(a[0], a[1]) for a in agents],
+                 objects=[entry["package_id"]], notes=[f"basis: {entry['basis']}"])
+    for aid, _role, name, kind in agents:
+        ag = el(root, "premis:agent")
+        i = el(ag, "premis:agentIdentifier")
+        el(i, "premis:agentIdentifierType", text="local")
+        el(i, "premis:agentIdentifierValue", text=aid)
+        el(ag, "premis:agentName", text=name)
+        el(ag, "premis:agentType", text=kind)
+    out.write_bytes(to_xml(root))
     return out
-
-
-def _esc(s: str) -> str:
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _withdraw(ledger: Ledger, package_id: str) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import bagit
 
@@ -63,6 +63,9 @@ class ColumnDoc:
     nullable: bool
     description: str
     personal_data: str  # direct | quasi | special | none | unclassified
+    # the contract's checks at promotion (values, min, max, regex, format, ...) and their severity: what a reader
+    # may expect of the column; not Table Schema constraints, since warn-severity and released rows may break them
+    checks: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class PackageSpec:
     software: str = "datazones"
     software_version: str = field(default_factory=datazones_version)
     operator: str = "datazones"
+    primary_key: tuple[str, ...] = ()  # the record's key (Table Schema primaryKey; unique and never empty)
 
     def __post_init__(self) -> None:
         names, limit = [c.name for c in self.columns], _add_years(self.period_end, 70)
@@ -251,6 +255,7 @@ def _premis(s: PackageSpec, files: dict[str, tuple[int, str]], *, with_events: b
         el(i, f"premis:{kind}IdentifierType", text="local")
         el(i, f"premis:{kind}IdentifierValue", text=value)
 
+    ident(el(root, "premis:object", {"xsi:type": "premis:intellectualEntity"}), "object", s.objid)  # the package
     ident(el(root, "premis:object", {"xsi:type": "premis:representation"}), "object", f"{s.objid}/rep1")
     for rel, (size, sha) in files.items():
         mime, name, pronom = FORMATS[os.path.splitext(rel)[1]]
@@ -274,12 +279,12 @@ def _premis(s: PackageSpec, files: dict[str, tuple[int, str]], *, with_events: b
         relation = el(obj, "premis:relationship")
         el(relation, "premis:relationshipType", text="structural")
         el(relation, "premis:relationshipSubType", text="is included in")
-        ident(relation, "relatedObject", f"{s.objid}/rep1")
+        ident(relation, "relatedObject", f"{s.objid}/rep1" if rel.startswith(REP + "/") else s.objid)
     if not with_events:
         return to_xml(root)
     agents = [("software", s.software, f"software:{s.software}-{s.software_version}", "executing program"),
               ("organization", s.agency_name, f"organization:{s.agency_id or s.agency_name}", "implementer"),
-              ("person", s.operator, f"person:{s.operator}", "authorizer")]
+              *([("person", s.operator, f"person:{s.operator}", "authorizer")] if s.operator != s.software else [])]
     data_files = [k for k in files if k.startswith(REP + "/data/")]
     for etype, detail, objs in (
         ("creation", f"Extract of {s.rows} rows of dataset {s.dataset} ({s.period_label}) written from the warm "
@@ -314,7 +319,9 @@ def _mets(s: PackageSpec, objid: str, groups: dict[str, dict[str, tuple[int, str
     el(archivist, "mets:name", text=s.agency_name)
     if s.agency_id:
         el(archivist, "mets:note", {"csip:NOTETYPE": "IDENTIFICATIONCODE"}, s.agency_id)
-    el(el(hdr, "mets:agent", {"ROLE": "OTHER", "OTHERROLE": "SUBMITTER", "TYPE": "INDIVIDUAL"}),
+    by_software = s.operator == s.software  # no person named (`--by`): the software submitted it
+    el(el(hdr, "mets:agent", {"ROLE": "OTHER", "OTHERROLE": "SUBMITTER", **(
+        {"TYPE": "OTHER", "OTHERTYPE": "SOFTWARE"} if by_software else {"TYPE": "INDIVIDUAL"})}),
         "mets:name", text=s.operator)
     sec_ids: dict[str, str] = {}
     amd = None

@@ -66,7 +66,7 @@ def documentation_html(s: PackageSpec, data: dict[str, tuple[int, str]]) -> byte
              (L["preservation"], f"{sv} / {en}"), (L["secrecy"], f"{s.secrecy_until} (OSL 28 kap. 1 §)"),
              (L["content"], s.content_sha256), (L["created"], s.when),
              (L["software"], f"{s.software} {s.software_version}")]
-    cols = "".join(f"<tr><td><code>{e(c.name)}</code></td><td>{e(c.type)}</td>"
+    cols = "".join(f"<tr><td><code>{e(c.name)}</code></td><td>{e(_ts_type(c.type))}</td>"
                    f"<td>{'nej / no' if c.nullable else 'ja / yes'}</td><td>{e(PERSONAL_DATA_LABELS[c.personal_data])}"
                    f"</td><td>{e(c.description)}</td></tr>" for c in s.columns)
     files = "".join(f"<tr><td><code>{e(k)}</code></td><td>{v[0]}</td><td><code>{v[1]}</code></td></tr>"
@@ -107,14 +107,22 @@ def _ts_type(t: str) -> str:
 
 def table_schema(s: PackageSpec, eol: str) -> bytes:
     fields = [{"name": c.name, "type": _ts_type(c.type), "description": c.description,
-               "constraints": {"required": not c.nullable}, "personalData": c.personal_data, "sourceType": c.type}
+               "constraints": {"required": not c.nullable, **({"unique": True} if [c.name] == list(s.primary_key)
+                                                              else {})},
+               "personalData": c.personal_data, "sourceType": c.type,
+               **({"promotionChecks": dict(c.checks)} if c.checks else {})}
               for c in s.columns]
-    doc = {"title": s.title, "description": s.description, "fields": fields, "missingValues": [""],
-           "dialect": {"csvddfVersion": 1.2, "delimiter": ",", "lineTerminator": eol, "quoteChar": '"',
-                       "doubleQuote": True, "skipInitialSpace": False, "header": True, "encoding": "utf-8",
-                       "standard": "RFC 4180"},
-           "datazones": {"objid": s.objid, "dataset": s.dataset, "rows": s.rows, "contentSha256": s.content_sha256}}
-    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+    doc: dict[str, Any] = {"title": s.title, "description": s.description, "fields": fields, "missingValues": [""]}
+    if s.primary_key:
+        doc["primaryKey"] = list(s.primary_key)
+    doc["dialect"] = {"csvddfVersion": 1.2, "delimiter": ",", "lineTerminator": eol, "quoteChar": '"',
+                      "doubleQuote": True, "skipInitialSpace": False, "header": True, "encoding": "utf-8",
+                      "standard": "RFC 4180"}
+    doc |= {"datazones": {"objid": s.objid, "dataset": s.dataset, "rows": s.rows, "contentSha256": s.content_sha256,
+                         "promotionChecks": "each field's promotionChecks were checked when the row entered the warm "
+                                            "zone, with the severity given: block and quarantine rows never pass, "
+                                            "warn rows and rows released by override may not meet them"}}
+    return (json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n").encode()
 
 
 def dublin_core(s: PackageSpec) -> bytes:

@@ -66,7 +66,7 @@ def limit(warm_table: str, out_csv: str) -> dict[str, Any]:
     t2 = time.perf_counter()
     sink = _HashingSink(Path(out_csv))
     with sink:
-        pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=True, quoting_style="all_valid"))
+        pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=True, quoting_style="all_valid", eol="\r\n"))
     t3 = time.perf_counter()
     return {"rows": table.num_rows, "columns": len(names), "bytes": sink.size, "sha256": sink.hash.hexdigest(),
             "timings": {"read": round(t1 - t0, 3), "cast": round(t2 - t1, 3), "write+hash": round(t3 - t2, 3)}}

@@ -346,7 +346,8 @@ def worker_bars(by: dict[str, Result], bar: Callable[..., None]) -> None:
     ok = {k: r for k, r in (("full", wfull), ("inc", winc)) if r and not r.error and r.seconds}
     v = ok["inc"].seconds / ok["full"].seconds if len(ok) == 2 else None  # type: ignore[operator]
     bar("worker: incremental (1 %) ≤ 5 % of the full load, both through a warm worker", v, lambda x: x <= 0.05,
-        f"{(v or 0) * 100:.1f} % ({winc.seconds if winc else 0:.2f} s vs {wfull.seconds if wfull else 0:.2f} s)",
+        f"{(v or 0) * 100:.1f} % ({(winc.seconds if winc else 0) or 0:.2f} s vs "
+        f"{(wfull.seconds if wfull else 0) or 0:.2f} s)",
         "needs worker-full and worker-incremental")
     control = by.get("worker-full-nogate")
     paired = paired_share(wfull, control, "runs_total_s")
