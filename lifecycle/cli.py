@@ -165,6 +165,8 @@ def promote(datasets: Annotated[list[str] | None, typer.Argument(help="Datasets 
             reports.append(_guard(one))
 
     def render() -> None:
+        from rich.markup import escape
+
         t = Table(title="promote hot → warm")
         for c in ("dataset", "mode", "read", "written", "unchanged", "quarantined", "batches", "delta v", "seconds"):
             t.add_column(c, justify="right" if c not in ("dataset", "mode") else "left")
@@ -175,7 +177,7 @@ def promote(datasets: Annotated[list[str] | None, typer.Argument(help="Datasets 
         out.print(t)
         for r in reports:
             for w in r.warnings:
-                err.print(f"[yellow]warning[/yellow] {r.dataset}: {w}")
+                err.print(f"[yellow]warning[/yellow] {r.dataset}: {escape(w)}", highlight=False)
 
     _emit([r.to_dict() for r in reports], as_json, render)
 

@@ -113,7 +113,8 @@ def _disposed(ledger: Ledger, project: Project, pkg: dict[str, Any]) -> str:
     from lifecycle.ledger import disposals
 
     with ledger.engine.connect() as c:
-        r = c.execute(sa.select(disposals).where(disposals.c.package_id == pkg["package_id"])).first()
+        r = c.execute(sa.select(disposals).where(disposals.c.package_id == pkg["package_id"],
+                                                   disposals.c.state == "disposed")).first()
     proof = Path(project.zone_uri("cold")) / "_disposals" / f"{pkg['package_id']}.premis.xml"
     if r is None:
         return f"package {pkg['package_id']} is recorded as disposed but has no disposal register entry"

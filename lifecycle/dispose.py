@@ -227,6 +227,19 @@ def _premis_deletion(project: Project, entry: dict[str, Any], p: dict[str, Any],
     return out
 
 
+def _finish(project: Project, ledger: Ledger, entry: dict[str, Any], p: dict[str, Any], mine: Any) -> None:
+    """The package is gone: write the PREMIS deletion event, then the outcome in the register and the log."""
+    with ledger.engine.connect() as c:
+        reg = c.execute(sa.select(disposals.c.seq, disposals.c.hash, disposals.c.executed_at).where(mine)).one()
+    _premis_deletion(project, entry, p, reg.executed_at)  # outcome success: written once the package is gone
+    with ledger.engine.begin() as c:
+        c.execute(disposals.update().where(mine).values(state="disposed"))
+        c.execute(packages.update().where(packages.c.package_id == entry["package_id"]).values(status="disposed"))
+        ledger.append("dispose.executed", dataset=entry["dataset"], batch_id=entry["package_id"], conn=c,
+                      plan_id=p["plan_id"], basis=entry["basis"], mets_sha256=entry["mets_sha256"],
+                      register_seq=int(reg.seq), register_hash=reg.hash)  # anchors the register's entry
+
+
 def _withdraw(ledger: Ledger, package_id: str) -> None:
     """A package refused at execution whose disposal had begun (a crash after its register entry): the register
     says it was not carried out. (The state is outside the entry's hash: the chain stays intact.)"""
@@ -256,6 +269,13 @@ def execute(project: Project, ledger: Ledger, plan_id: str, *, keys: Keys | None
         pkg = current.get(entry["package_id"])
         if pkg is None or pkg["status"] == "disposed":
             continue
+        mine = (disposals.c.package_id == entry["package_id"]) & (disposals.c.plan_id == plan_id)
+        with ledger.engine.connect() as c:
+            state = c.execute(sa.select(disposals.c.state).where(mine)).scalar()
+        if state == "executing" and not Path(pkg["path"]).exists():  # a crash after the delete: record its outcome
+            _finish(project, ledger, entry, p, mine)
+            done.append(entry["package_id"])
+            continue
         if not entry.get("basis"):
             refused.append(Refusal(entry["package_id"], "no basis cited: preservation is the default"))
             continue
@@ -276,27 +296,14 @@ def execute(project: Project, ledger: Ledger, plan_id: str, *, keys: Keys | None
             continue
         at = utcnow().isoformat(timespec="seconds")
         with ledger.engine.begin() as c:
-            exists = c.execute(sa.select(disposals.c.seq).where(disposals.c.package_id == entry["package_id"])
-                               ).first()
-            if exists is None:
+            if state is None:
                 _register(c, entry, p, at)  # the intent, state "executing": the outcome follows the deletion
             else:
-                c.execute(disposals.update().where(disposals.c.package_id == entry["package_id"]).values(
-                    state="executing"))
+                c.execute(disposals.update().where(mine).values(state="executing"))
         fault("dispose_after_proof")
         remove_tree(Path(pkg["path"]))
         fault("dispose_after_delete")
-        _premis_deletion(project, entry, p, at)  # outcome success: written once the package is gone
-        with ledger.engine.begin() as c:
-            c.execute(disposals.update().where(disposals.c.package_id == entry["package_id"]).values(
-                state="disposed"))
-            c.execute(packages.update().where(packages.c.package_id == entry["package_id"]).values(
-                status="disposed"))
-            reg = c.execute(sa.select(disposals.c.seq, disposals.c.hash).where(
-                disposals.c.package_id == entry["package_id"])).one()
-            ledger.append("dispose.executed", dataset=entry["dataset"], batch_id=entry["package_id"], conn=c,
-                          plan_id=plan_id, basis=entry["basis"], mets_sha256=entry["mets_sha256"],
-                          register_seq=int(reg.seq), register_hash=reg.hash)  # anchors the register's entry
+        _finish(project, ledger, entry, p, mine)
         done.append(entry["package_id"])
     with ledger.engine.begin() as c:
         c.execute(disposal_plans.update().where(disposal_plans.c.plan_id == plan_id).values(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -97,11 +97,18 @@ def add(project: Project, ledger: Ledger, *, dataset: str, reason: str, by: str,
 
 
 def release(ledger: Ledger, hold_id: str, *, by: str) -> Hold:
+    in_log = {h.hold_id: h for h in _logged_only(ledger, None, set())}  # active by the log, whatever the table
     with ledger.engine.begin() as c:
         r = c.execute(sa.select(holds).where(holds.c.hold_id == hold_id)).first()
+        if r is None and hold_id in in_log:  # its row was deleted behind the tool: restore it from the log
+            h = in_log[hold_id]
+            c.execute(holds.insert().values(hold_id=h.hold_id, dataset=h.dataset, period=h.period, case_id=h.case_id,
+                                            person=h.person, reason=h.reason, set_by=h.set_by,
+                                            set_at=datetime.fromisoformat(str(h.set_at)), review_at=None))
+            r = c.execute(sa.select(holds).where(holds.c.hold_id == hold_id)).one()
         if r is None:
             raise TerminalError(f"no hold {hold_id!r}; `zones hold list` shows the active ones")
-        if r.released_at is not None:
+        if r.released_at is not None and hold_id not in in_log:
             raise TerminalError(f"hold {hold_id} was already released by {r.released_by} at {r.released_at}")
         c.execute(holds.update().where(holds.c.hold_id == hold_id).values(released_at=utcnow(), released_by=by))
         ledger.append("hold.released", dataset=r.dataset, conn=c, hold_id=hold_id, by=by)
@@ -204,7 +211,8 @@ def resolve_people(project: Project, hold_list: list[Hold], keys: Keys, *, zone:
         return {w: values.filter(m) for w, m in found.items()}
     from lifecycle.warm import WarmTable
 
-    t = WarmTable(project.warm_table_uri(p.dataset)).to_arrow(columns=[p.identifier, p.key])
+    t = WarmTable(project.warm_table_uri(p.dataset), project.storage_options("warm")).to_arrow(
+        columns=[p.identifier, p.key])
     out = {}
     for w, m in found.items():
         # rows promoted under any key: the person's key pseudonymised under every key, and whatever warm's person

@@ -116,7 +116,9 @@ disposal_plans = sa.Table(
 disposals = sa.Table(
     "dz_disposals", META,
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("package_id", sa.String(160), nullable=False, unique=True),
+    # one entry per package and plan: a disposal withdrawn under one plan and carried out under a later one keeps
+    # both, each naming its own plan, basis and people
+    sa.Column("package_id", sa.String(160), nullable=False, index=True),
     sa.Column("dataset", sa.String(64), nullable=False),
     sa.Column("period", sa.String(16), nullable=False),
     sa.Column("mets_sha256", sa.String(64), nullable=False),
@@ -342,6 +344,15 @@ class Ledger:
                 fields["advanced"] = True  # the log says which batch moved the watermark (``ledger verify``)
             self.append(f"{transition}.{status}", dataset=dataset, batch_id=batch_id, conn=c,
                         watermark=watermark, **fields)
+
+    def adopt_batch(self, *, batch_id: str, dataset: str, transition: str, seq: int, detail: dict[str, Any]) -> None:
+        """Record, in one transaction, that Delta holds batches up to ``seq`` this ledger never knew."""
+        with self.engine.begin() as c:
+            now = utcnow()
+            c.execute(batches.insert().values(batch_id=batch_id, dataset=dataset, transition=transition, seq=seq,
+                                              status="adopted", started_at=now, finished_at=now,
+                                              detail=json.dumps(detail)))
+            self.append(f"{transition}.adopted", dataset=dataset, batch_id=batch_id, conn=c, seq=seq, **detail)
 
     def reset_watermark(self, dataset: str, *, reason: str) -> None:
         """Forget the dataset's watermark (the next run is a full load), with the event that says why."""

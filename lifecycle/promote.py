@@ -142,23 +142,24 @@ def _bounded_as_of(as_of: str | datetime | None, hot_now: datetime) -> datetime:
     return t
 
 
-def _adopt(ledger: Ledger, warm: WarmTable, qwarm: WarmTable, dataset: str) -> None:
+def _adopt(ledger: Ledger, warm: WarmTable, qwarm: WarmTable, dataset: str) -> bool:
     """Delta holds batches past the ledger's last one: the ledger was lost, restored from an older copy, or is
     another database. Batch numbers must not restart below Delta's (the exactly-once check would skip every new
     batch as "already written"), so the ledger records an ``adopted`` batch at Delta's last number and the run
     goes on after it — re-merging from the ledger's watermark (a lost ledger has none: every hot row is merged
     again, latest version wins, nothing doubles)."""
-    floor = max(warm.committed(app_id(dataset)), qwarm.committed(quarantine_app_id(dataset)))
     known = ledger.next_seq(dataset, TRANSITION) - 1
+    floor = warm.committed(app_id(dataset))
+    if floor <= known and known == 0:  # the quarantine table is opened only when the ledger knows nothing
+        floor = max(floor, qwarm.committed(quarantine_app_id(dataset)))
     if floor <= known:
-        return
+        return False
     log.warning("the ledger knows promote batches of %s up to #%s, Delta up to #%s: the ledger was lost or is "
                 "older than warm; continuing after Delta's and re-merging from the ledger's watermark (%s)",
                 dataset, known, floor, ledger.watermark(dataset) or "none: every row")
-    batch_id = f"{dataset}-{floor:08d}"
-    ledger.start_batch(batch_id=batch_id, dataset=dataset, transition=TRANSITION, seq=floor, wm_from=None,
-                       key_id=None, detail={"adopted": True, "ledger_knew": known})
-    ledger.finish_batch(batch_id, status="adopted", dataset=dataset, transition=TRANSITION)
+    ledger.adopt_batch(batch_id=f"{dataset}-{floor:08d}-adopted", dataset=dataset, transition=TRANSITION, seq=floor,
+                       detail={"adopted": True, "ledger_knew": known})
+    return True
 
 
 def app_id(dataset: str) -> str:
@@ -220,7 +221,7 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
     try:
         with writer_lock(ledger.engine, f"warm.{dataset}", wait=wait_for_lock) as held:
             _recover(ledger, warm, qwarm, dataset, report)
-            _adopt(ledger, warm, qwarm, dataset)
+            adopted = _adopt(ledger, warm, qwarm, dataset)
             wm = ledger.watermark(dataset)
             if wm is not None and not warm.exists():
                 if not rebuild:
@@ -245,7 +246,10 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
                 resume = None
                 if last:
                     d = json.loads(last["detail"] or "{}")
-                    if d.get("mode") == "full" and not d.get("final"):
+                    # resume an unfinished full load only where it stopped: never after an adoption (the
+                    # ledger's last page is older than Delta's) nor into a warm table that went missing
+                    if d.get("mode") == "full" and not d.get("final") and not adopted \
+                            and warm.committed(app_id(dataset)) == last["seq"]:
                         resume = d
                 if resume and not rebuild:
                     hi, cursor, mode = _ts(resume["hi"]), _cursor(resume["cursor"]), "full"

@@ -17,10 +17,8 @@ Nothing loops over rows in Python: canonical text uses Arrow casts; HMAC-SHA-256
 (:mod:`lifecycle.fasthmac`; SHA-NI when present) or, if that kernel was not built, in Rust (polars-hash), keyed with the
 secret's lowercase hex text (the plugin takes text keys; 64 ASCII bytes, one SHA-256 block, 256 bits of entropy —
 ``hmac.new(key.hex().encode(), msg, sha256)`` reproduces every value); the CTR keystream for all values comes from ONE
-AES-ECB call over counter blocks built with numpy and is XORed onto the concatenated plaintext bytes (offsets
-arithmetic, a strided view when all values have one length); per-value framing (join, slice, compare) uses Arrow
-kernels.
-"""
+AES-ECB call over counter blocks built with numpy, XORed onto the concatenated plaintext bytes (offsets arithmetic,
+a strided view when all values have one length); per-value framing (join, slice, compare) uses Arrow kernels."""
 
 from __future__ import annotations
 
@@ -493,9 +491,8 @@ def load_keys(env: Mapping[str, str] = os.environ, *, need_seal: bool) -> Keys:
     if skey is None and need_seal:
         raise MissingSecretError(f"DATAZONES_SEAL_KEY is not set (sealing originals needs it); {_HOWTO}")
     if skey is not None and skey == pkey:
-        raise MissingSecretError("DATAZONES_SEAL_KEY equals DATAZONES_PSEUDONYM_KEY: the seal key opens the "
-                                 "authentic record and belongs to the archive function alone, so it must be a "
-                                 f"separate key; {_HOWTO}")
+        raise MissingSecretError(f"DATAZONES_SEAL_KEY equals DATAZONES_PSEUDONYM_KEY: the seal key (the archive "
+                                 f"function's alone) must be a separate key; {_HOWTO}")
     retired = tuple(k for part in re.split(r"[\s,]+", env.get(RETIRED, "").strip()) if part
                     if (k := _parse_key({RETIRED: part}, RETIRED)) is not None)
     return Keys(pseudonym_key=pkey, pseudonym_key_id=_key_id(env, "DATAZONES_PSEUDONYM_KEY_ID", pkey),

@@ -116,16 +116,16 @@ def _register(ledger: Ledger) -> list[str]:
     from lifecycle.dispose import verify_register
 
     problems = verify_register(ledger)
-    executed = {e["batch_id"]: e for e in _events(ledger, ["dispose.executed"])}
+    executed = {(e["batch_id"], e["payload"].get("plan_id")): e for e in _events(ledger, ["dispose.executed"])}
     with ledger.engine.connect() as c:
-        rows = {r.package_id: r for r in c.execute(sa.select(disposals))}
-    for pid, e in executed.items():
-        r, p = rows.get(pid), e["payload"]
+        rows = {(r.package_id, r.plan_id): r for r in c.execute(sa.select(disposals))}
+    for (pid, plan), e in executed.items():
+        r, p = rows.get((pid, plan)), e["payload"]
         if r is None:
-            problems.append(f"disposal register: the log says {pid} was disposed (plan {p.get('plan_id')}, basis "
+            problems.append(f"disposal register: the log says {pid} was disposed (plan {plan}, basis "
                             f"{p.get('basis')!r}) but its register entry was deleted")
             continue
-        if (r.basis, r.plan_id, r.mets_sha256) != (p.get("basis"), p.get("plan_id"), p.get("mets_sha256")):
+        if (r.basis, r.mets_sha256) != (p.get("basis"), p.get("mets_sha256")):
             problems.append(f"disposal register entry {r.seq} ({pid}): basis, plan or METS checksum differ from "
                             "the log's dispose.executed")
         if "register_hash" in p and p["register_hash"] != r.hash:
@@ -134,13 +134,13 @@ def _register(ledger: Ledger) -> list[str]:
         if r.state != "disposed":
             problems.append(f"disposal register entry {r.seq} ({pid}) says {r.state}, the log says disposed")
     who = _plan_people(ledger)
-    for pid, r in rows.items():
-        if r.state == "disposed" and pid not in executed:
-            problems.append(f"disposal register entry {r.seq} ({pid}) says disposed but the log records no "
-                            "dispose.executed for it")
+    for key, r in rows.items():
+        if r.state == "disposed" and key not in executed:
+            problems.append(f"disposal register entry {r.seq} ({r.package_id}) says disposed but the log records "
+                            "no dispose.executed for it")
         people = who.get(r.plan_id)
         if people and (r.planned_by, r.approved_by) != people:
-            problems.append(f"disposal register entry {r.seq} ({pid}): planner/approver {r.planned_by}/"
+            problems.append(f"disposal register entry {r.seq} ({r.package_id}): planner/approver {r.planned_by}/"
                             f"{r.approved_by} differ from the log's {people[0]}/{people[1]}")
     return problems
 

@@ -201,8 +201,12 @@ def _current_hot(engine: sa.Engine, table: sa.Table, pk: list[str], originals: l
     # (and on SQLite choke on, e.g. '2026-02-30' in a DATE column) the very values the gate must flag as wrong_type.
     query = sa.select(*[table.c[n] for n in names]).where(cond)
     sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-    with engine.connect() as c:
-        found = [list(r) for r in c.exec_driver_sql(sql)]
+    try:
+        with engine.connect() as c:
+            found = [list(r) for r in c.exec_driver_sql(sql)]
+    except sa.exc.DBAPIError as exc:  # its text would quote the statement, keys (personnummer, maybe) and all
+        raise TerminalError(f"reading the quarantined rows' current versions from hot table {table.name!r} failed: "
+                            f"{type(exc.orig).__name__} (statement not shown: it lists the rows' keys)") from None
     return rows_to_arrow(found, names, types)
 
 

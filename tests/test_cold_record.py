@@ -176,3 +176,60 @@ def test_a_person_hold_set_after_a_key_rotation_covers_rows_promoted_under_the_o
     left = WarmTable(project.warm_table_uri("utbetalning")).to_arrow(columns=["individ_id"]).column("individ_id")
     assert int(pc.sum(pc.is_in(left, value_set=people)).as_py() or 0) == held_rows  # none of them deleted
     assert old["utbetalning_id"] is not None
+
+
+def test_a_disposal_withdrawn_under_one_plan_and_done_under_another_names_the_plan_that_did_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The register keeps the withdrawn entry and adds the one that disposed, each with its own plan and people;
+    a crash after the delete is completed by the rerun even if zones.yaml changed meanwhile."""
+    backend = _sqlite(tmp_path)
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    archive(project, "lakarintyg", as_of=NOW, execute=True)
+    p1 = dispose.plan(project, ledger, by="A", as_of=NOW)
+    dispose.approve(ledger, p1["plan_id"], by="B")
+    first, second, *_ = sorted(p1["packages"], key=lambda e: e["period"])
+
+    def crash_after(point: str) -> Any:
+        def f(name: str) -> None:
+            if name == point:
+                raise SystemExit(137)
+        return f
+
+    with monkeypatch.context() as m, pytest.raises(SystemExit):
+        m.setattr(dispose, "fault", crash_after("dispose_after_proof"))
+        dispose.execute(project, ledger, p1["plan_id"])
+    h = holds.add(project, ledger, dataset="lakarintyg", period=first["period"], reason="JO", by="A")
+    done, refused = dispose.execute(project, ledger, p1["plan_id"])
+    assert first["package_id"] in {r.package_id for r in refused} and first["package_id"] not in done
+    holds.release(ledger, h.hold_id, by="A")
+    p2 = dispose.plan(project, ledger, by="C", as_of=NOW)
+    assert [e["package_id"] for e in p2["packages"]] == [first["package_id"]]
+    dispose.approve(ledger, p2["plan_id"], by="D")
+    with monkeypatch.context() as m, pytest.raises(SystemExit):  # a crash right after the delete ...
+        m.setattr(dispose, "fault", crash_after("dispose_after_delete"))
+        dispose.execute(project, ledger, p2["plan_id"])
+    preserved = _reconfigure(tmp_path, backend, {"action": "preserve"})  # ... then zones.yaml says preserve:
+    assert dispose.execute(preserved, ledger, p2["plan_id"])[0] == [first["package_id"]]  # what happened is recorded
+    with ledger.engine.connect() as c:
+        entries = c.execute(sa.text("SELECT plan_id, planned_by, approved_by, state FROM dz_disposals WHERE "
+                                    "package_id = :p ORDER BY seq"), {"p": first["package_id"]}).all()
+    assert [tuple(e) for e in entries] == [(p1["plan_id"], "A", "B", "withdrawn"),
+                                           (p2["plan_id"], "C", "D", "disposed")]
+    assert reconcile(ledger) == [] and dispose.verify_register(ledger) == [] and ledger.verify() == []
+    premis = Path(project.zone_uri("cold")) / "_disposals" / f"{first['package_id']}.premis.xml"
+    assert "person:D" in premis.read_text() and second["package_id"] != first["package_id"]
+    with pytest.raises(TerminalError, match=rf"plan {p2['plan_id']} by C, approved by D"):
+        verify_and_receipt(project, first["package_id"], None)
+
+
+def test_a_hold_whose_row_was_deleted_still_holds_and_can_be_released(tmp_path: Path) -> None:
+    project = ready(_sqlite(tmp_path), tmp_path)
+    ledger = Ledger(project.ledger_url)
+    h = holds.add(project, ledger, dataset="lakarintyg", period="2014", reason="JO", by="A")
+    with ledger.engine.begin() as c:
+        c.execute(sa.text("DELETE FROM dz_holds"))
+    assert [x.hold_id for x in holds.active(ledger, "lakarintyg")] == [h.hold_id]
+    done = holds.release(ledger, h.hold_id, by="B")
+    assert done.released_by == "B" and holds.active(ledger, "lakarintyg") == []
+    assert reconcile(ledger) == []

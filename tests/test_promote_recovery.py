@@ -113,3 +113,19 @@ def test_a_watermark_in_the_future_stops_the_run_instead_of_skipping_forever(tmp
     with pytest.raises(TerminalError, match=r"watermark of beslut \(2099-01-01.*later than this run's as-of"):
         promote(project, DS)  # now: the watermark cannot be ahead of it
     assert any("no committed batch that set it" in p for p in reconcile(ledger))
+
+
+def test_a_ledger_restored_from_a_backup_taken_during_the_first_full_load_does_not_resume_it(tmp_path: Path) -> None:
+    """The restored ledger's last page is an unfinished full load, but Delta holds every page since: resuming the
+    append from that cursor would double every later row; the run adopts Delta's batches and merges instead."""
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = seeded_project(backend, tmp_path, datasets=[DS])
+    first = promote(project, DS, as_of=AS_OF, batch_rows=500)
+    assert first.batches >= 4
+    ledger = Ledger(project.ledger_url)
+    with ledger.engine.begin() as c:  # as the backup taken after page 2 holds it
+        c.execute(sa.text("DELETE FROM dz_batches WHERE seq > 2"))
+        c.execute(sa.text("DELETE FROM dz_watermarks"))
+    again = promote(project, DS, as_of=AS_OF + timedelta(hours=1), batch_rows=500)
+    assert again.mode == "full-merge" and again.rows_unchanged == again.rows_read
+    assert assert_warm_matches_hot(project, DS) == first.rows_written
