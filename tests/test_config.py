@@ -164,3 +164,20 @@ def test_a_bad_store_url_is_a_config_error_naming_its_source(tmp_path: Path, url
     assert str(exc.value).startswith("environment DATAZONES__HOT__URL=")
     assert f": hot.url: {problem}" in str(exc.value) and ":pw@" not in str(exc.value)
     assert load(write_project(tmp_path), env={}).hot_url.startswith("sqlite:////")
+
+
+@pytest.mark.parametrize("password", ["s3cret", "p@ss", "a/b", "q?x", "h#sh", "c:olon", "all/@?#:"])
+def test_redact_hides_a_url_password_whatever_characters_it_holds(password: str) -> None:
+    from zones.config import redact
+
+    shown = redact(f"postgresql+psycopg://ann:{password}@db.example:5432/hot?sslmode=require")
+    assert shown == "postgresql+psycopg://ann:***@db.example:5432/hot?sslmode=require"
+    for url in (f"postgresql://:{password}@db/x", f"mysql://u:{password}@h/d?password={password}"):
+        assert password not in redact(url), url
+
+
+def test_redact_leaves_a_url_without_a_password_readable() -> None:
+    from zones.config import redact
+
+    for url in ("sqlite:///.datazones/hot.db", "postgresql://ann@db:5432/x", "postgresql://db/x?application_name=a@b"):
+        assert redact(url) == url

@@ -76,7 +76,14 @@ _SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.I)
 
 def redact(value: str) -> str:
     """A value's shape without its secrets: URL passwords and ``password=``-like query values become ``***``."""
-    value = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", value)
+    scheme = re.match(r"[A-Za-z][\w+.-]*://", value)
+    if scheme and "@" in value[scheme.end():]:
+        # A password may hold '@', '/', '?' or '#' unescaped (SQLAlchemy takes them): the user info runs to the
+        # last '@', and if that over-reaches into a query it hides too much, never too little.
+        userinfo, _, rest = value[scheme.end():].rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if colon and not re.search(r"[/?#]", user):
+            value = f"{scheme.group()}{user}:***@{rest}"
     value = re.sub(r"((?:password|secret|token|key)[^=&]*=)[^&]*", r"\1***", value, flags=re.I)
     return value if len(value) <= 120 else value[:117] + "..."
 
