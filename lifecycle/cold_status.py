@@ -63,6 +63,10 @@ def rule_in_force(project: Project, pkg: dict[str, Any]) -> tuple[date | None, s
     due = rule.after.add_to(period_bounds(pkg["period"]).end)
     if pkg["dispose_after"] is not None and pkg["dispose_after"] > due:
         due = pkg["dispose_after"]
+    if rule.placeholder:
+        return due, rule.basis, (f"its basis {rule.basis!r} is marked as a placeholder, not a decision: cite the "
+                                 f"regulation or decision that allows disposal in zones.yaml "
+                                 f"(datasets.{pkg['dataset']}.retention.cold.basis)")
     return due, rule.basis, None
 
 
@@ -79,13 +83,13 @@ def package_status(project: Project) -> list[dict[str, Any]]:
         # a case or person hold covers the package only if one of its rows matches: `dispose plan` reads the
         # rows; the listing says the hold may apply rather than read every package
         maybe = [h.hold_id for h in hold_list if (not h.period or h.period == p["period"]) and (h.case_id or h.person)]
-        due, basis, _ = rule_in_force(project, p)
+        due, basis, why = rule_in_force(project, p)
         if p["status"] == "disposed":
             state = "disposed"
         elif held:
             state = f"held ({', '.join(held)})"
         elif due is not None and due <= today:
-            state = "due for disposal"
+            state = "due for disposal" if why is None else "due, but its basis is a placeholder: kept"
         else:
             state = "verified"
         if maybe and p["status"] != "disposed":

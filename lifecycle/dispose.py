@@ -89,7 +89,7 @@ def plan(project: Project, ledger: Ledger, *, by: str, as_of: datetime | None = 
             continue
         due, basis, why = rule_in_force(project, p)
         if why is not None:
-            if p["cold_action"] == "dispose":  # archived as disposable, preserved now: the archivist sees why
+            if p["cold_action"] == "dispose" and (due is None or due <= as_of.date()):  # the archivist sees why
                 kept.append({"package_id": p["package_id"], "reason": why})
             continue
         if due is None or basis is None or due > as_of.date():

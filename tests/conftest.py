@@ -46,10 +46,19 @@ def pg_url(schema: str) -> str:
     return f"{PG_BASE}?options=-csearch_path%3D{schema}"
 
 
+TEST_DECISION = "(test decision 2026:1)"
+
+
 def write_project(folder: Path, *, hot_url: str | None = None, ledger_url: str | None = None,
-                  datasets: list[str] | None = None, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
-    """Copy the example zones.yaml into ``folder`` with test storage locations; returns its path."""
+                  datasets: list[str] | None = None, edit: Callable[[dict[str, Any]], None] | None = None,
+                  cited: bool = True) -> Path:
+    """Copy the example zones.yaml into ``folder`` with test storage locations; returns its path. ``cited``
+    turns the example's placeholder disposal bases into a cited (test) decision, so disposal can run."""
     raw = yaml.safe_load((REPO / "zones.yaml").read_text(encoding="utf-8"))
+    for ds in raw["datasets"].values():
+        cold = ds["retention"]["cold"]
+        if cited and "placeholder" in str(cold.get("basis", "")):
+            cold["basis"] = cold["basis"].replace("(placeholder)", TEST_DECISION)
     if hot_url:
         raw["hot"] = {"url": hot_url}
     if ledger_url:

@@ -156,7 +156,7 @@ def test_disposal_needs_a_second_person_and_leaves_proof(tmp_path: Path) -> None
     with ledger.engine.connect() as c:
         proof = c.execute(sa.text("SELECT * FROM dz_disposals WHERE package_id = :p"),
                           {"p": target["package_id"]}).one()
-    assert proof.mets_sha256 == target["mets_sha256"] and proof.basis == "RA-MS (placeholder)"
+    assert proof.mets_sha256 == target["mets_sha256"] and proof.basis == "RA-MS (test decision 2026:1)"
     assert (proof.planned_by, proof.approved_by, proof.state) == ("Anna Arkivarie", "Bo Registrator", "disposed")
     premis = Path(project.zone_uri("cold")) / "_disposals" / f"{target['package_id']}.premis.xml"
     assert "deletion" in premis.read_text() and target["mets_sha256"] in premis.read_text()

@@ -58,9 +58,33 @@ def test_disposal_follows_the_rule_in_force_not_the_one_recorded_at_archiving(tm
     other = _reconfigure(tmp_path, backend, {"action": "dispose", "after": "P10Y", "basis": "RA-FS 2021:6 bil. 3"})
     entries = dispose.plan(other, ledger, by="A", as_of=NOW)["packages"]
     assert {e["basis"] for e in entries} == {"RA-FS 2021:6 bil. 3"}
-    assert {e["archived_under"] for e in entries} == {"RA-MS (placeholder)"}
-    longer = _reconfigure(tmp_path, backend, {"action": "dispose", "after": "P60Y", "basis": "RA-MS (placeholder)"})
+    assert {e["archived_under"] for e in entries} == {"RA-MS (test decision 2026:1)"}
+    longer = _reconfigure(tmp_path, backend, {"action": "dispose", "after": "P60Y", "basis": "RA-MS 2026:1"})
     assert dispose.plan(longer, ledger, by="A", as_of=NOW)["packages"] == []  # not due under the rule in force
+
+
+def test_nothing_is_disposed_under_a_basis_marked_as_a_placeholder(tmp_path: Path) -> None:
+    backend = _sqlite(tmp_path)
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    archive(project, "lakarintyg", as_of=NOW, execute=True)
+    approved = dispose.plan(project, ledger, by="A", as_of=NOW)
+    dispose.approve(ledger, approved["plan_id"], by="B")
+    paths = [Path(p["path"]) for p in package_rows(ledger, "lakarintyg")]
+    assert len(approved["packages"]) >= 2
+
+    example = _reconfigure(tmp_path, backend, {"action": "dispose", "after": "P10Y", "basis": "RA-MS (Placeholder)"})
+    plan = dispose.plan(example, ledger, by="A", as_of=NOW)
+    assert plan["packages"] == [] and len(plan["preserved_now"]) == len(approved["packages"])
+    assert all("marked as a placeholder" in k["reason"] and "retention.cold.basis" in k["reason"]
+               for k in plan["preserved_now"])
+    states = {r["state"] for r in package_status(example) if r["dataset"] == "lakarintyg"}
+    assert "due for disposal" not in states and any("placeholder" in s for s in states)
+    done, refused = dispose.execute(example, ledger, approved["plan_id"])  # approved while a decision was cited
+    assert done == [] and all("placeholder" in r.reason for r in refused) and all(p.exists() for p in paths)
+    res = zones("validate", "--json", cwd=tmp_path)
+    warned = [f for f in json.loads(res.stdout) if f["key_path"] == "datasets.lakarintyg.retention.cold.basis"]
+    assert len(warned) == 1 and warned[0]["level"] == "warning" and res.returncode == 0
 
 
 def test_a_plan_runs_once_and_a_package_refused_for_a_hold_needs_a_new_approval(tmp_path: Path) -> None:
@@ -81,7 +105,7 @@ def test_a_plan_runs_once_and_a_package_refused_for_a_hold_needs_a_new_approval(
         dispose.execute(project, ledger, plan["plan_id"])
     still = next(p for p in package_rows(ledger) if p["package_id"] == held["package_id"])
     assert still["status"] == "verified" and Path(still["path"]).exists()
-    with pytest.raises(TerminalError, match=r"was disposed \(gallrad\) at .* under RA-MS \(placeholder\).*"
+    with pytest.raises(TerminalError, match=r"was disposed \(gallrad\) at .* under RA-MS \(test decision 2026:1\).*"
                                             r"approved by B.*premis\.xml"):
         verify_and_receipt(project, done[0], None)
 

@@ -155,7 +155,13 @@ class Dispose(Strict):
     action: Literal["dispose"] = Field(description="Dispose of (gallra) the package after `after`.")
     after: Dur = Field(description="ISO-8601 duration from the end of the package period.")
     basis: str = Field(min_length=3, description="Required: the regulation or decision that allows disposal "
-                       "(RA-FS, RA-MS or a special law). Mark placeholders, e.g. 'RA-MS (placeholder)'.")
+                       "(RA-FS, RA-MS or a special law). A basis with the word 'placeholder' in it, e.g. "
+                       "'RA-MS (placeholder)', marks a decision not yet cited: its packages are never disposed.")
+
+    @property
+    def placeholder(self) -> bool:
+        """The basis says it is not yet the decision itself: nothing may be disposed under it."""
+        return "placeholder" in self.basis.casefold()
 
 
 class Retention(Strict):

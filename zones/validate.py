@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from zones.config import Project
 from zones.errors import ConfigError
 from zones.hot import make_engine, reflect
+from zones.model import Dispose
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,13 @@ def validate_live(project: Project) -> list[Finding]:
         insp = sa.inspect(engine)
         for name, ds in project.config.datasets.items():
             base = ("datasets", name)
+            cold = ds.retention.cold
+            if isinstance(cold, Dispose) and cold.placeholder:
+                findings.append(Finding(
+                    "warning", f"{file}:{project.line_of(*base, 'retention', 'cold', 'basis')}",
+                    f"datasets.{name}.retention.cold.basis",
+                    f"{cold.basis!r} is marked as a placeholder: its packages are archived and kept, and "
+                    "`zones dispose` will not dispose of them", "cite the RA-FS/RA-MS or decision that allows it"))
             try:
                 hot = reflect(engine, ds.table, ds.schema_ or project.config.hot.schema_)
             except ConfigError as exc:
