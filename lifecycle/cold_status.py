@@ -76,8 +76,11 @@ def package_status(project: Project) -> list[dict[str, Any]]:
     ledger = Ledger(project.ledger_url)
     today = datetime.now(UTC).date()
     out = []
+    by_dataset: dict[str, list[holds_mod.Hold]] = {}
     for p in package_rows(ledger):
-        hold_list = holds_mod.active(ledger, p["dataset"])
+        if p["dataset"] not in by_dataset:  # one read of the holds per dataset, not per package
+            by_dataset[p["dataset"]] = holds_mod.active(ledger, p["dataset"])
+        hold_list = by_dataset[p["dataset"]]
         held = [h.hold_id for h in hold_list if (not h.period or h.period == p["period"])
                 and not (h.case_id or h.person)]
         # a case or person hold covers the package only if one of its rows matches: `dispose plan` reads the

@@ -60,6 +60,8 @@ events = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
 )
 
+EVENTS_KIND_INDEX = "dz_events_kind_idx"
+
 holds = sa.Table(
     "dz_holds", META,
     sa.Column("hold_id", sa.String(32), primary_key=True),
@@ -202,12 +204,26 @@ class Ledger:
         self.engine = sa.create_engine(url, **kw)
         self.url = url
         META.create_all(self.engine)
+        self._index_events()
         with self.engine.begin() as c:
             if c.execute(sa.select(chain_head.c.id)).first() is None:
                 try:
                     c.execute(chain_head.insert().values(id=1, seq=0, hash=GENESIS))
                 except sa.exc.IntegrityError:  # a concurrent process created it
                     pass
+
+    def _index_events(self) -> None:
+        """Readers ask the log for one kind of event (holds, plans, disposals): without an index each ask reads the
+        whole log. Made here, not only with the table, so ledgers created before it get it too. Looked up first:
+        CREATE INDEX locks the table even when the index exists, and would wait on an open append."""
+        with self.engine.connect() as c:
+            if self.engine.dialect.has_index(c, "dz_events", EVENTS_KIND_INDEX):
+                return
+        try:
+            with self.engine.begin() as c:
+                c.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {EVENTS_KIND_INDEX} ON dz_events (kind, dataset, seq)"))
+        except sa.exc.DBAPIError:  # another process made it at the same moment
+            pass
 
     @property
     def is_postgres(self) -> bool:

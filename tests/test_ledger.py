@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from lifecycle.ledger import Ledger
+from lifecycle.ledger import EVENTS_KIND_INDEX, Ledger
 
 
 def _ledger(backend: dict[str, str]) -> Ledger:
@@ -51,3 +51,36 @@ def test_rehashed_forgery_breaks_the_next_link(backend: dict[str, str]) -> None:
         h = chain_hash(r.prev_hash, r.seq, r.at, r.dataset, r.kind, r.batch_id, '{"n":42}')
         c.execute(sa.text("UPDATE dz_events SET payload = :p, hash = :h WHERE seq = 2"), {"h": h, "p": '{"n":42}'})
     assert [p.seq for p in led.verify()] == [3]
+
+
+def test_a_ledger_made_before_the_event_index_gets_it_and_queries_by_kind_use_it(backend: dict[str, str]) -> None:
+    led = _ledger(backend)
+    with led.engine.begin() as c:
+        c.execute(sa.text(f"DROP INDEX {EVENTS_KIND_INDEX}"))
+    assert EVENTS_KIND_INDEX not in {ix["name"] for ix in sa.inspect(led.engine).get_indexes("dz_events")}
+    again = Ledger(backend["ledger"])
+    assert EVENTS_KIND_INDEX in {ix["name"] for ix in sa.inspect(again.engine).get_indexes("dz_events")}
+    with again.engine.connect() as c:
+        if backend["name"] == "sqlite":
+            explain = "EXPLAIN QUERY PLAN "
+        else:  # five rows: make PostgreSQL say whether the index serves the query at all
+            explain = "EXPLAIN "
+            c.execute(sa.text("SET enable_seqscan = off"))
+        plan = " ".join(str(r) for r in c.execute(sa.text(
+            f"{explain}SELECT * FROM dz_events WHERE kind = 'hold.added' AND dataset = 'd' ORDER BY seq")))
+    assert EVENTS_KIND_INDEX in plan
+    assert [e["payload"]["n"] for e in again.events(dataset="d", kind="test.event")] == [0, 1, 2, 3, 4]
+
+
+def test_opening_a_ledger_does_not_wait_on_an_open_append(backend: dict[str, str]) -> None:
+    """CREATE INDEX locks the table even when the index exists; opening a ledger must not, or a process that opens
+    one while another transaction appends would wait (here: fail after PostgreSQL's lock timeout)."""
+    led = _ledger(backend)
+    if backend["name"] == "sqlite":
+        return  # SQLite has one writer and nothing to lock here
+    with led.engine.begin() as c:
+        led.append("test.open", dataset="d", conn=c)
+        opened = Ledger(backend["ledger"] + "%20-clock_timeout%3D1000")
+        assert opened.engine.url.query["options"].endswith("lock_timeout=1000")
+        opened.engine.dispose()
+    assert [e["kind"] for e in led.events(dataset="d")][-1] == "test.open"
