@@ -175,7 +175,8 @@ def held_mask(project: Project, dataset: str, rows: pa.Table, hold_list: list[Ho
     return mask
 
 
-def resolve_people(project: Project, hold_list: list[Hold], keys: Keys, *, zone: str) -> dict[str, pa.Array]:
+def resolve_people(project: Project, hold_list: list[Hold], keys: Keys, *, zone: str,
+                   chunk: int = 250_000) -> dict[str, pa.Array]:
     """Map each person hold to that zone's person-key values (raw in hot and cold, pseudonymised in warm).
 
     A hold names its person by the pseudonym under the key current when it was set; after a key rotation warm
@@ -186,40 +187,56 @@ def resolve_people(project: Project, hold_list: list[Hold], keys: Keys, *, zone:
         return {}
     p = project.config.persons
     every = [keys.pseudonym_key, *(k for k in dict.fromkeys(keys.retired_pseudonym_keys) if k != keys.pseudonym_key)]
-    from zones.hot import make_engine, reflect
+    from zones.hot import HotReader, make_engine, reflect
 
     pds = project.dataset(p.dataset)
-    eng = make_engine(project.hot_url)
-    try:
-        tbl = reflect(eng, pds.table, pds.schema_ or project.config.hot.schema_).table
-        with eng.connect() as c:
-            res = c.execute(sa.select(tbl.c[p.identifier], tbl.c[p.key])).all()
-    finally:
-        eng.dispose()
-    idents = pa.array([str(r[0]) for r in res], pa.string())
-    values = pa.array([r[1] for r in res])
-    pseuds = [pseudonymise(idents, k) for k in every]
     targets = pa.array(sorted(wanted), pa.string())
-    found = {w: pa.repeat(False, len(idents)) for w in wanted}
+    # Pseudonyms are one-way: every person in hot is pseudonymised under every key and compared. Streamed in
+    # chunks, keeping only the matches, so memory does not grow with the population.
+    values_parts: list[pa.Array] = []
+    value_type = pa.null()
+    pseud_parts: list[list[pa.Array]] = [[] for _ in every]
+    eng = make_engine(project.hot_url)
+    reader = HotReader(eng, reflect(eng, pds.table, pds.schema_ or project.config.hot.schema_),
+                       key=[p.key], watermark=pds.watermark)
+    try:
+        for part in reader.scan([p.identifier, p.key], chunk=chunk):
+            idents = pc.cast(part.column(0).combine_chunks(), pa.string())
+            value_type = part.column(1).type
+            pseuds = [pseudonymise(idents, k).cast(pa.string()) for k in every]
+            hit = pa.repeat(False, part.num_rows)
+            for ps in pseuds:
+                hit = pc.or_(hit, pc.is_in(ps, value_set=targets))
+            if not pc.any(hit).as_py():
+                continue
+            values_parts.append(part.column(1).combine_chunks().filter(hit))
+            for i, ps in enumerate(pseuds):
+                pseud_parts[i].append(ps.filter(hit))
+    finally:
+        reader.close()
+        eng.dispose()
+    values = pa.concat_arrays(values_parts) if values_parts else pa.array([], value_type)
+    pseuds = [pa.concat_arrays(ps) if ps else pa.array([], pa.string()) for ps in pseud_parts]
+    found = {w: pa.repeat(False, len(values)) for w in wanted}
     for ps in pseuds:
-        hit = pc.is_in(ps, value_set=targets)
-        if not pc.any(hit).as_py():
-            continue
         for w in wanted:
             found[w] = pc.or_(found[w], pc.equal(ps, w))
     if zone != "warm":
         return {w: values.filter(m) for w, m in found.items()}
     from lifecycle.warm import WarmTable
 
+    names = {w: pa.array(sorted({w, *(str(v) for ps in pseuds for v in ps.filter(m).to_pylist())}), pa.string())
+             for w, m in found.items()}
+    every_name = pa.array(sorted({n for ns in names.values() for n in ns.to_pylist()}), pa.string())
     t = WarmTable(project.warm_table_uri(p.dataset), project.storage_options("warm")).to_arrow(
-        columns=[p.identifier, p.key])
+        columns=[p.identifier, p.key], filter=pc.field(p.identifier).isin(every_name))
     out = {}
     for w, m in found.items():
         # rows promoted under any key: the person's key pseudonymised under every key, and whatever warm's person
         # table holds for the person's identifier under any key (the hold's own pseudonym if hot lost them)
         raw = values.filter(m)
-        names = pa.array(sorted({w, *(str(v) for ps in pseuds for v in ps.filter(m).to_pylist())}), pa.string())
-        in_warm = t.column(p.key).filter(pc.is_in(t.column(p.identifier), value_set=names))
+        in_warm = t.column(p.key).filter(pc.is_in(t.column(p.identifier), value_set=names[w])) if t.num_columns \
+            else pa.chunked_array([], pa.string())
         keyed = [pseudonymise(raw, k).cast(pa.string()) for k in every] if len(raw) else []
         out[w] = pc.unique(pa.chunked_array([*in_warm.cast(pa.string()).chunks, *keyed], pa.string())
                            .combine_chunks())

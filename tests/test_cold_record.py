@@ -257,3 +257,34 @@ def test_a_hold_whose_row_was_deleted_still_holds_and_can_be_released(tmp_path: 
     done = holds.release(ledger, h.hold_id, by="B")
     assert done.released_by == "B" and holds.active(ledger, "lakarintyg") == []
     assert reconcile(ledger) == []
+
+
+def test_a_person_hold_is_resolved_by_streaming_hot_in_chunks(backend: dict[str, str], tmp_path: Path) -> None:
+    """Persons are found chunk by chunk (memory is one chunk, not the population): a tiny chunk finds exactly what
+    one chunk does, in hot (the raw key) and in warm (its pseudonyms), on both hot stores."""
+    import pyarrow.compute as pc
+
+    from lifecycle.protect import load_keys
+    from lifecycle.warm import WarmTable
+    from tests.test_cold import hot_table, old_payer
+
+    project = ready(backend, tmp_path)
+    ledger = Ledger(project.ledger_url)
+    _, person = old_payer(project)
+    other = next(r for r in hot_table(project, "individ") if r["individ_id"] != person["individ_id"])
+    hs = [holds.add(project, ledger, dataset="utbetalning", person=p["personnummer"], reason="återkrav", by="A")
+          for p in (person, other)]
+    keys = load_keys(need_seal=False)
+    n = len(hot_table(project, "individ"))
+    for zone in ("hot", "warm"):
+        whole = holds.resolve_people(project, hs, keys, zone=zone, chunk=n + 1)
+        bits = holds.resolve_people(project, hs, keys, zone=zone, chunk=7)
+        assert {k: sorted(map(str, v.to_pylist())) for k, v in bits.items()} == \
+            {k: sorted(map(str, v.to_pylist())) for k, v in whole.items()}
+    hot = holds.resolve_people(project, hs, keys, zone="hot", chunk=7)
+    assert [v.to_pylist() for v in hot.values()] == [[person["individ_id"]], [other["individ_id"]]] or \
+        [v.to_pylist() for v in hot.values()] == [[other["individ_id"]], [person["individ_id"]]]
+    warm = holds.resolve_people(project, hs, keys, zone="warm", chunk=7)[hs[0].person]
+    pays = WarmTable(project.warm_table_uri("utbetalning")).to_arrow(columns=["individ_id"]).column("individ_id")
+    mine = [r for r in hot_table(project, "utbetalning") if r["individ_id"] == person["individ_id"]]
+    assert int(pc.sum(pc.is_in(pays, value_set=warm)).as_py() or 0) == len(mine) > 0
