@@ -37,14 +37,20 @@ def _reconfigure(tmp_path: Path, backend: dict[str, str], cold: dict[str, Any]) 
     return load(path, env={})
 
 
-def test_disposal_follows_the_rule_in_force_not_the_one_recorded_at_archiving(tmp_path: Path) -> None:
+def _approved(tmp_path: Path) -> tuple[dict[str, str], Project, Ledger, dict[str, Any]]:
+    """lakarintyg promoted and archived on SQLite, and a disposal plan by A approved by B."""
     backend = _sqlite(tmp_path)
     project = ready(backend, tmp_path)
     ledger = Ledger(project.ledger_url)
     archive(project, "lakarintyg", as_of=NOW, execute=True)
-    approved = dispose.plan(project, ledger, by="A", as_of=NOW)
+    plan = dispose.plan(project, ledger, by="A", as_of=NOW)
+    dispose.approve(ledger, plan["plan_id"], by="B")
+    return backend, project, ledger, plan
+
+
+def test_disposal_follows_the_rule_in_force_not_the_one_recorded_at_archiving(tmp_path: Path) -> None:
+    backend, _, ledger, approved = _approved(tmp_path)
     assert len(approved["packages"]) >= 2
-    dispose.approve(ledger, approved["plan_id"], by="B")
     paths = [Path(p["path"]) for p in package_rows(ledger, "lakarintyg")]
 
     preserved = _reconfigure(tmp_path, backend, {"action": "preserve"})
@@ -64,12 +70,7 @@ def test_disposal_follows_the_rule_in_force_not_the_one_recorded_at_archiving(tm
 
 
 def test_nothing_is_disposed_under_a_basis_marked_as_a_placeholder(tmp_path: Path) -> None:
-    backend = _sqlite(tmp_path)
-    project = ready(backend, tmp_path)
-    ledger = Ledger(project.ledger_url)
-    archive(project, "lakarintyg", as_of=NOW, execute=True)
-    approved = dispose.plan(project, ledger, by="A", as_of=NOW)
-    dispose.approve(ledger, approved["plan_id"], by="B")
+    backend, _, ledger, approved = _approved(tmp_path)
     paths = [Path(p["path"]) for p in package_rows(ledger, "lakarintyg")]
     assert len(approved["packages"]) >= 2
 
@@ -125,12 +126,7 @@ def _rechain_register(ledger: Ledger) -> None:
 
 
 def test_ledger_verify_catches_holds_watermarks_packages_and_register_edited_behind_the_log(tmp_path: Path) -> None:
-    backend = _sqlite(tmp_path)
-    project = ready(backend, tmp_path)
-    ledger = Ledger(project.ledger_url)
-    archive(project, "lakarintyg", as_of=NOW, execute=True)
-    plan = dispose.plan(project, ledger, by="A", as_of=NOW)
-    dispose.approve(ledger, plan["plan_id"], by="B")
+    _, project, ledger, plan = _approved(tmp_path)
     done, _ = dispose.execute(project, ledger, plan["plan_id"])
     h = holds.add(project, ledger, dataset="lakarintyg", period="2016", reason="överklagande", by="A")
     assert reconcile(ledger) == [] and ledger.verify() == []
