@@ -247,11 +247,12 @@ def promote(project: Project, dataset: str, *, as_of: datetime | None = None, ke
                 if last:
                     d = json.loads(last["detail"] or "{}")
                     # resume an unfinished full load only where it stopped: never after an adoption (the
-                    # ledger's last page is older than Delta's) nor into a warm table that went missing
+                    # ledger's last page is older than Delta's) nor into a warm table that went missing (its
+                    # committed version is 0). So --rebuild needs no check here: it resumes like any run.
                     if d.get("mode") == "full" and not d.get("final") and not adopted \
                             and warm.committed(app_id(dataset)) == last["seq"]:
                         resume = d
-                if resume and not rebuild:
+                if resume:
                     hi, cursor, mode = _ts(resume["hi"]), _cursor(resume["cursor"]), "full"
                 else:
                     hi = defaults.settle_lag.subtract_from(as_of)

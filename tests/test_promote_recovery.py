@@ -129,3 +129,25 @@ def test_a_ledger_restored_from_a_backup_taken_during_the_first_full_load_does_n
     again = promote(project, DS, as_of=AS_OF + timedelta(hours=1), batch_rows=500)
     assert again.mode == "full-merge" and again.rows_unchanged == again.rows_read
     assert assert_warm_matches_hot(project, DS) == first.rows_written
+
+
+def test_rebuild_all_still_resumes_an_unfinished_first_load_where_it_stopped(tmp_path: Path) -> None:
+    """`--rebuild` is for a warm table that went missing; given with `--all`, it must not make a dataset whose first
+    full load was cut off start over as a merge of every row: that one resumes after its last committed page."""
+    import json
+
+    from tests.test_cli import zones
+
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+    project = seeded_project(backend, tmp_path, datasets=[DS])
+    at = AS_OF.isoformat()
+    env = {"DATAZONES_FAULT": "after_ledger_commit:2"}
+    crashed = zones("promote", DS, "--as-of", at, "--batch-rows", "500", cwd=tmp_path, env=env)
+    assert crashed.returncode == 137, crashed.stderr[-2000:]
+    before = WarmTable(project.warm_table_uri(DS)).count()
+    assert before == 1000
+    res = zones("promote", "--all", "--rebuild", "--as-of", at, "--batch-rows", "500", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(res.stdout)[0]
+    assert report["mode"] == "full" and report["rows_read"] == report["rows_written"]
+    assert assert_warm_matches_hot(project, DS) == before + report["rows_written"]
