@@ -225,7 +225,7 @@ def dispose_approve(plan_id: str, by: Annotated[str, typer.Option("--by")], conf
     from lifecycle.ledger import Ledger
 
     project = _project(config)
-    p = _guard(lambda: dispose.approve(Ledger(project.ledger_url), plan_id, by=by))
+    p = _guard(lambda: dispose.approve(Ledger(project.ledger_url), plan_id, by=by, project=project))
     out.print(f"plan {plan_id} approved by {p['approved_by']} (planned by {p['planned_by']})")
 
 

@@ -82,6 +82,7 @@ def plan(project: Project, ledger: Ledger, *, by: str, as_of: datetime | None = 
     if as_of > now + timedelta(minutes=5):  # what is due is decided by today's date, never a future one
         raise TerminalError(f"a disposal plan cannot look ahead: as-of {as_of.isoformat()} is after now "
                             f"({now.isoformat(timespec='seconds')}); plan what is due today")
+    check_archivist(project, by, "plan")
     keys = keys or load_keys(need_seal=False)
     entries, kept = [], []
     for p in package_rows(ledger):
@@ -154,7 +155,17 @@ def _plan(ledger: Ledger, plan_id: str) -> dict[str, Any]:
     return d
 
 
-def approve(ledger: Ledger, plan_id: str, *, by: str) -> dict[str, Any]:
+def check_archivist(project: Project | None, by: str, role: str) -> None:
+    """With ``archivists`` declared in zones.yaml, only those may plan and approve disposal."""
+    allowed = project.config.archivists if project is not None else []
+    if allowed and by.strip().casefold() not in {a.strip().casefold() for a in allowed}:
+        raise TerminalError(f"{by!r} is not among the archivists zones.yaml allows to {role} disposal "
+                            f"({', '.join(allowed)}): fix --by, or add the person to `archivists` in "
+                            f"{project.file if project is not None else 'zones.yaml'}")
+
+
+def approve(ledger: Ledger, plan_id: str, *, by: str, project: Project | None = None) -> dict[str, Any]:
+    check_archivist(project, by, "approve")
     p = _plan(ledger, plan_id)
     if p["status"] != "planned":
         raise TerminalError(f"plan {plan_id} is {p['status']}, not awaiting approval")
@@ -262,6 +273,8 @@ def execute(project: Project, ledger: Ledger, plan_id: str, *, keys: Keys | None
     if p["approved_by"].strip().casefold() == p["planned_by"].strip().casefold():
         raise TerminalError(f"plan {plan_id} was made and approved by {p['planned_by']}: disposal needs two "
                             "people (four-eyes rule); make a new plan")
+    check_archivist(project, p["planned_by"], "plan")  # the list in force now, as for the rule in force
+    check_archivist(project, p["approved_by"], "approve")
     keys = keys or load_keys(need_seal=False)
     done, refused = [], []
     current = {r["package_id"]: r for r in package_rows(ledger)}

@@ -284,3 +284,30 @@ def test_a_person_hold_is_resolved_by_streaming_hot_in_chunks(backend: dict[str,
     pays = WarmTable(project.warm_table_uri("utbetalning")).to_arrow(columns=["individ_id"]).column("individ_id")
     mine = [r for r in hot_table(project, "utbetalning") if r["individ_id"] == person["individ_id"]]
     assert int(pc.sum(pc.is_in(pays, value_set=warm)).as_py() or 0) == len(mine) > 0
+
+
+def test_with_archivists_declared_only_they_plan_approve_and_see_a_plan_carried_out(tmp_path: Path) -> None:
+    backend, _, ledger, plan = _approved(tmp_path)  # planned by A, approved by B, no list declared
+
+    def listed(names: list[str]) -> Project:
+        def edit(raw: dict[str, Any]) -> None:
+            raw["archivists"] = names
+
+        return load(write_project(tmp_path, hot_url=backend["hot"], ledger_url=backend["ledger"],
+                                  datasets=["individ", "utbetalning", "lakarintyg", "arende"], edit=edit), env={})
+
+    strict = listed(["A", "b "])
+    with pytest.raises(TerminalError, match=r"'Mallory' is not among the archivists.*to plan.*\(A, b \)"):
+        dispose.plan(strict, ledger, by="Mallory", as_of=NOW)
+    mine = dispose.plan(strict, ledger, by="a", as_of=NOW)  # names compare as the four-eyes rule does
+    with pytest.raises(TerminalError, match=r"'Mallory' is not among the archivists.*to approve"):
+        dispose.approve(ledger, mine["plan_id"], by="Mallory", project=strict)
+    res = zones("dispose", "approve", mine["plan_id"], "--by", "Mallory", cwd=tmp_path)
+    assert res.returncode != 0 and "not among the archivists" in res.stdout + res.stderr
+    paths = [Path(p["path"]) for p in package_rows(ledger, "lakarintyg")]
+    with pytest.raises(TerminalError, match=r"'B' is not among the archivists.*to approve"):
+        dispose.execute(listed(["A"]), ledger, plan["plan_id"])  # approved by B, who is no longer listed
+    assert all(p.exists() for p in paths)
+    done, _ = dispose.execute(strict, ledger, plan["plan_id"])
+    assert done and not any(Path(p["path"]).exists() for p in package_rows(ledger, "lakarintyg")
+                            if p["package_id"] in done)

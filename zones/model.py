@@ -296,6 +296,9 @@ class ZonesConfig(Strict):
     defaults: Defaults = Field(default_factory=Defaults)  # type: ignore[arg-type]
     datasets: dict[Ident, Dataset] = Field(min_length=1)
     persons: Persons | None = Field(None, description="How a person hold given by personnummer finds the person key.")
+    archivists: list[str] = Field(default_factory=list, description="Who may plan and approve disposal "
+                                  "(gallring), as `--by` names them. Empty: any name, recorded as given; set, a "
+                                  "name not listed is refused when planning, approving and executing.")
 
     def dataset(self, name: str) -> Dataset:
         try:
