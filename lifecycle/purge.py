@@ -73,18 +73,20 @@ def purge(project: Project, dataset: str, *, as_of: datetime | None = None, exec
         report.rows_read = cand.num_rows
         if cand.num_rows == 0:
             return report
-        # 1. the identical version is in warm (keys as warm stores them)
+        # 1. the identical version is in warm (keys as warm stores them: pseudonymised under the current key or,
+        # for rows not promoted again since a rotation, under a retired one)
         warm = WarmTable(project.warm_table_uri(dataset), project.storage_options("warm"))
         vcols = [*ds.primary_key, ds.watermark]
-        as_warm = cand.select(vcols)
-        for k in ds.primary_key:
-            if ds.columns[k].warm == "pseudonymise":
-                i = as_warm.schema.get_field_index(k)
-                as_warm = as_warm.set_column(i, k, pseudonymise(as_warm.column(k), keys.pseudonym_key))
         ok = pa.repeat(False, cand.num_rows)
         if warm.exists():
-            w = warm.to_arrow(columns=vcols)
-            ok = pc.is_in(_version_key(as_warm, vcols), value_set=_version_key(w, vcols))
+            in_warm = _version_key(warm.to_arrow(columns=vcols), vcols)
+            pseud = [k for k in ds.primary_key if ds.columns[k].warm == "pseudonymise"]
+            for key in dict.fromkeys([keys.pseudonym_key, *keys.retired_pseudonym_keys]) if pseud else [b""]:
+                as_warm = cand.select(vcols)
+                for k in pseud:
+                    i = as_warm.schema.get_field_index(k)
+                    as_warm = as_warm.set_column(i, k, pseudonymise(as_warm.column(k), key))
+                ok = pc.or_(ok, pc.is_in(_version_key(as_warm, vcols), value_set=in_warm))
         # 2. or in a verified archive package (the authentic CSV holds raw keys and the watermark)
         archived = _archived_versions(ledger, dataset, vcols)
         if archived is not None:

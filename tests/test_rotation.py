@@ -198,3 +198,25 @@ def test_marker_column_never_reaches_warm_even_with_a_schema_merge(tmp_path: Pat
     assert out.column("k").to_pylist() == ["A", "B", "c", "d"]
     assert out.column("v").to_pylist() == ["X", "Y", "z", "D"]
     assert warm.committed("t") == 2 and warm.version() == v0 + 1  # one commit
+
+
+def test_purge_finds_rows_warm_stores_under_a_retired_key(tmp_path: Path) -> None:
+    """Purge deletes a hot row only when warm holds its identical version; warm holds people promoted before a
+    rotation under the old key. Looking under the current key alone kept them in hot past their retention."""
+    from lifecycle.purge import purge
+
+    backend = {"hot": f"sqlite:///{tmp_path}/hot.db", "ledger": f"sqlite:///{tmp_path}/ledger.db"}
+
+    def edit(raw: dict[str, Any]) -> None:
+        raw["datasets"][DATASET]["retention"]["hot"] = {"keep": "P1D"}
+
+    project = seeded_project(backend, tmp_path, datasets=[DATASET], edit=edit)
+    promote(project, DATASET, as_of=AS_OF, keys=keys(K1))
+    later = AS_OF + timedelta(days=30)
+    before = purge(project, DATASET, as_of=later, keys=keys(K1))
+    assert before.checks["purgeable"] == before.rows_read > 0
+    after = purge(project, DATASET, as_of=later, keys=keys(K2, K1))  # rotated: K1 retired, nothing re-promoted
+    assert after.checks["purgeable"] == before.checks["purgeable"] and after.checks["not_verified_elsewhere"] == 0
+    done = purge(project, DATASET, as_of=later, execute=True, keys=keys(K2, K1))
+    assert done.rows_deleted == before.rows_read and hot_rows(project, DATASET).num_rows == 0
+    assert purge(project, DATASET, as_of=later, keys=keys(K2)).rows_read == 0
