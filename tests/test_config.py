@@ -181,3 +181,22 @@ def test_redact_leaves_a_url_without_a_password_readable() -> None:
 
     for url in ("sqlite:///.datazones/hot.db", "postgresql://ann@db:5432/x", "postgresql://db/x?application_name=a@b"):
         assert redact(url) == url
+
+
+def test_redact_finds_urls_anywhere_in_a_text() -> None:
+    from zones.config import redact
+
+    for text in ("error connecting to postgresql://ann:s3cret@db/hot", "  postgresql://ann:s3cret@db/hot",
+                 '{url: "postgresql+nodriver://ann:s3cret@db/hot"}',
+                 "hot postgresql://ann:s3cret@db/a and ledger mysql://bo:s3cret@db/b (both)"):
+        shown = redact(text)
+        assert "s3cret" not in shown and "ann:***@db" in shown, shown
+    assert redact("hot postgresql://ann:x@db/a and ledger mysql://bo:y@db/b (both)") == \
+        "hot postgresql://ann:***@db/a and ledger mysql://bo:***@db/b (both)"
+
+
+def test_an_env_mapping_holding_a_bad_url_never_shows_its_password(tmp_path: Path) -> None:
+    path = write_project(tmp_path, datasets=["beslut"])
+    with pytest.raises(ConfigError) as exc:
+        load(path, env={"DATAZONES__HOT": '{url: "postgresql+nodriver://ann:s3cret@db/hot"}'}).check_urls()
+    assert "s3cret" not in str(exc.value) and "ann:***@db" in str(exc.value)

@@ -74,16 +74,23 @@ def _scalar(n: yaml.Node) -> Any:
 _SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.I)
 
 
+def _redact_url(m: re.Match[str]) -> str:
+    """One URL without its password. A password may hold '@', '/', '?' or '#' unescaped (SQLAlchemy takes them):
+    the user info runs to the URL's last '@'; if that reaches into a query it hides too much, never too little."""
+    url = m.group()
+    scheme_end = url.index("://") + 3
+    if "@" not in url[scheme_end:]:
+        return url
+    userinfo, _, rest = url[scheme_end:].rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if colon and not re.search(r"[/?#]", user):
+        return f"{url[:scheme_end]}{user}:***@{rest}"
+    return url
+
+
 def redact(value: str) -> str:
     """A value's shape without its secrets: URL passwords and ``password=``-like query values become ``***``."""
-    scheme = re.match(r"[A-Za-z][\w+.-]*://", value)
-    if scheme and "@" in value[scheme.end():]:
-        # A password may hold '@', '/', '?' or '#' unescaped (SQLAlchemy takes them): the user info runs to the
-        # last '@', and if that over-reaches into a query it hides too much, never too little.
-        userinfo, _, rest = value[scheme.end():].rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        if colon and not re.search(r"[/?#]", user):
-            value = f"{scheme.group()}{user}:***@{rest}"
+    value = re.sub(r"[A-Za-z][\w+.-]*://[^\s'\"<>]*", _redact_url, value)
     value = re.sub(r"((?:password|secret|token|key)[^=&]*=)[^&]*", r"\1***", value, flags=re.I)
     return value if len(value) <= 120 else value[:117] + "..."
 
