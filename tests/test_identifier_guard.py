@@ -42,12 +42,24 @@ def test_date_coded_ids_that_sometimes_pass_the_check_digit_do_not_stop_a_batch(
     assert 0.05 < share < 0.2  # the chance matches are really there
     _check(pa.array(ids, pa.int64()))
     _check(pa.array([decimal.Decimal(i) for i in ids], pa.decimal128(12, 0)))
-    _check(pa.array([str(i) for i in ids], pa.string()))
+    with pytest.raises(SchemaChangeError):  # text is held to every value: a typed number is taken at its word
+        _check(pa.array([str(i) for i in ids], pa.string()))
+
+
+@pytest.mark.parametrize("pad", ["000000000000", "999999999999", "196401019999"])
+def test_personnummer_among_sentinels_or_other_numbers_still_stop_the_batch(pad: str) -> None:
+    """Sentinels and numbers that are no date do not dilute the share; a third of the plausible numbers being
+    valid is far above chance (one in ten)."""
+    values = NUMBERS[:10] + [pad] * 11
+    for arr in (pa.array(values, pa.string()), pa.array([int(v) for v in values], pa.int64())):
+        with pytest.raises(SchemaChangeError, match=r"10 value\(s\)"):
+            _check(arr)
+    bad_digit = [v[:11] + str((int(v[11]) + 1) % 10) for v in NUMBERS[1:3]]
+    with pytest.raises(SchemaChangeError, match=r"1 value\(s\)"):
+        _check(pa.array([int(v) for v in [NUMBERS[0], *bad_digit]], pa.int64()))
 
 
 def test_a_few_personnummer_among_names_or_in_free_text_still_stop_the_batch() -> None:
-    """The share is taken among the values shaped like a number, so a column of names where three rows hold a
-    bare personnummer is refused, as is text quoting one."""
     names = [f"Handläggare {i}" for i in range(1000)]
     with pytest.raises(SchemaChangeError, match=r"3 value\(s\) in this batch are personnummer"):
         _check(pa.array(names + NUMBERS[:3], pa.string()))
