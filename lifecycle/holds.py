@@ -197,9 +197,10 @@ def resolve_people(project: Project, hold_list: list[Hold], keys: Keys, *, zone:
     value_type = pa.null()
     pseud_parts: list[list[pa.Array]] = [[] for _ in every]
     eng = make_engine(project.hot_url)
-    reader = HotReader(eng, reflect(eng, pds.table, pds.schema_ or project.config.hot.schema_),
-                       key=[p.key], watermark=pds.watermark)
+    reader: HotReader | None = None
     try:
+        reader = HotReader(eng, reflect(eng, pds.table, pds.schema_ or project.config.hot.schema_),
+                           key=[p.key], watermark=pds.watermark)
         for part in reader.scan([p.identifier, p.key], chunk=chunk):
             idents = pc.cast(part.column(0).combine_chunks(), pa.string())
             value_type = part.column(1).type
@@ -213,7 +214,8 @@ def resolve_people(project: Project, hold_list: list[Hold], keys: Keys, *, zone:
             for i, ps in enumerate(pseuds):
                 pseud_parts[i].append(ps.filter(hit))
     finally:
-        reader.close()
+        if reader is not None:
+            reader.close()
         eng.dispose()
     values = pa.concat_arrays(values_parts) if values_parts else pa.array([], value_type)
     pseuds = [pa.concat_arrays(ps) if ps else pa.array([], pa.string()) for ps in pseud_parts]
@@ -228,8 +230,12 @@ def resolve_people(project: Project, hold_list: list[Hold], keys: Keys, *, zone:
     names = {w: pa.array(sorted({w, *(str(v) for ps in pseuds for v in ps.filter(m).to_pylist())}), pa.string())
              for w, m in found.items()}
     every_name = pa.array(sorted({n for ns in names.values() for n in ns.to_pylist()}), pa.string())
+    # filtered in memory, not pushed into the scan: warm keeps no statistics for pseudonymised columns, and
+    # a pushed-down filter on such a column skips every file
     t = WarmTable(project.warm_table_uri(p.dataset), project.storage_options("warm")).to_arrow(
-        columns=[p.identifier, p.key], filter=pc.field(p.identifier).isin(every_name))
+        columns=[p.identifier, p.key])
+    if t.num_columns:
+        t = t.filter(pc.is_in(t.column(p.identifier), value_set=every_name))
     out = {}
     for w, m in found.items():
         # rows promoted under any key: the person's key pseudonymised under every key, and whatever warm's person

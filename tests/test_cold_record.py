@@ -16,11 +16,12 @@ from lifecycle.archive import archive
 from lifecycle.cold_status import package_rows, package_status, verify_and_receipt
 from lifecycle.ledger import GENESIS, Ledger
 from lifecycle.reconcile import reconcile
-from tests.conftest import write_project
+from tests.conftest import TEST_NUMBERS, write_project
 from tests.test_cli import zones
 from tests.test_cold import NOW, ready
 from zones.config import Project, load
 from zones.errors import TerminalError
+from zones.hot import make_engine
 
 
 def _sqlite(tmp_path: Path) -> dict[str, str]:
@@ -284,6 +285,18 @@ def test_a_person_hold_is_resolved_by_streaming_hot_in_chunks(backend: dict[str,
     pays = WarmTable(project.warm_table_uri("utbetalning")).to_arrow(columns=["individ_id"]).column("individ_id")
     mine = [r for r in hot_table(project, "utbetalning") if r["individ_id"] == person["individ_id"]]
     assert int(pc.sum(pc.is_in(pays, value_set=warm)).as_py() or 0) == len(mine) > 0
+    # hot no longer knows the person by that number (a samordningsnummer replaced, say): warm's own record of
+    # the person still finds their rows there
+    used = {r["personnummer"] for r in hot_table(project, "individ")}
+    fresh = next(n for n in TEST_NUMBERS.read_text().split() if len(n) == 12 and n not in used)
+    eng = make_engine(project.hot_url)
+    with eng.begin() as c:
+        c.execute(sa.text("UPDATE individ SET personnummer = :n WHERE individ_id = :i"),
+                  {"n": fresh, "i": person["individ_id"]})
+    eng.dispose()
+    assert holds.resolve_people(project, hs, keys, zone="hot", chunk=7)[hs[0].person].to_pylist() == []
+    lost = holds.resolve_people(project, hs, keys, zone="warm", chunk=7)[hs[0].person]
+    assert sorted(lost.to_pylist()) == sorted(warm.to_pylist())
 
 
 def test_with_archivists_declared_only_they_plan_approve_and_see_a_plan_carried_out(tmp_path: Path) -> None:

@@ -530,3 +530,28 @@ def test_the_window_probe_sees_exactly_the_rows_a_run_would_read(backend: dict[s
     finally:
         reader.close()
         eng.dispose()
+
+
+def test_a_scan_streams_exact_chunks_in_the_reflected_types(backend: dict[str, str]) -> None:
+    """HotReader.scan (person holds read the persons table with it): chunks of the size asked for, and a NUMERIC
+    key arrives as a decimal on PostgreSQL too, not as ADBC's opaque type nothing downstream can pseudonymise."""
+
+    import pyarrow as pa
+
+    from zones.hot import HotReader, reflect
+
+    eng = make_engine(backend["hot"])
+    with eng.begin() as c:
+        c.execute(sa.text("CREATE TABLE people (pnr VARCHAR(12), pkey NUMERIC(12, 0), andrad TIMESTAMP)"))
+        c.execute(sa.text("INSERT INTO people VALUES (:p, :k, NULL)"),
+                  [{"p": f"19640101{i:04d}", "k": 1000 + i} for i in range(23)])
+    reader = HotReader(eng, reflect(eng, "people"), key=["pkey"], watermark="andrad")
+    try:
+        parts = list(reader.scan(["pnr", "pkey"], chunk=5))
+    finally:
+        reader.close()
+        eng.dispose()
+    assert [t.num_rows for t in parts] == [5, 5, 5, 5, 3]
+    keys = pa.concat_tables(parts).column("pkey")
+    assert pa.types.is_decimal(keys.type) or backend["name"] == "sqlite"  # SQLite stores NUMERIC as it likes
+    assert sorted(int(v) for v in keys.to_pylist()) == list(range(1000, 1023))

@@ -329,11 +329,11 @@ class HotReader:
             return int(c.execute(sa.select(sa.func.count()).select_from(self.table.table)).scalar() or 0)
 
     def scan(self, columns: list[str], *, chunk: int = 250_000) -> Iterator[pa.Table]:
-        """Every row's ``columns``, ``chunk`` rows at a time, as Arrow (raw values, no gate): memory stays one
-        chunk whatever the table's size. PostgreSQL through ADBC's binary COPY, SQLite through the driver."""
+        """Every row's ``columns``, ``chunk`` rows at a time, as Arrow in the reflected column types: memory stays
+        one chunk whatever the table's size. PostgreSQL through ADBC's binary COPY, SQLite through the driver."""
         t = self.table.table
-        query = sa.select(*[t.c[c] for c in columns])
-        sql = str(query.compile(dialect=self.dialect))
+        schema = pa.schema([self.table.arrow_schema.field(c) for c in columns])
+        sql = str(sa.select(*[t.c[c] for c in columns]).compile(dialect=self.dialect))
         if self.is_postgres:
             from adbc_driver_manager import AdbcStatement
 
@@ -346,11 +346,13 @@ class HotReader:
                 for batch in pa.RecordBatchReader.from_stream(stream):
                     buf.append(batch)
                     n += batch.num_rows
-                    if n >= chunk:
-                        yield pa.Table.from_batches(buf)
-                        buf, n = [], 0
-                if buf:
-                    yield pa.Table.from_batches(buf)
+                    while n >= chunk:
+                        whole = pa.Table.from_batches(buf)
+                        yield _cast(whole.slice(0, chunk), schema)
+                        rest = whole.slice(chunk)
+                        buf, n = rest.to_batches(), rest.num_rows
+                if n:
+                    yield _cast(pa.Table.from_batches(buf), schema)
             finally:
                 stmt.close()
             return
