@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 META = sa.MetaData()
@@ -215,15 +218,19 @@ class Ledger:
     def _index_events(self) -> None:
         """Readers ask the log for one kind of event (holds, plans, disposals): without an index each ask reads the
         whole log. Made here, not only with the table, so ledgers created before it get it too. Looked up first:
-        CREATE INDEX locks the table even when the index exists, and would wait on an open append."""
+        CREATE INDEX locks the table even when the index exists. When it must be made and another transaction is
+        appending, it gives up after a moment (PostgreSQL's lock timeout) and a later open makes it: opening a
+        ledger never waits on, or holds up, the appends."""
         with self.engine.connect() as c:
             if self.engine.dialect.has_index(c, "dz_events", EVENTS_KIND_INDEX):
                 return
         try:
             with self.engine.begin() as c:
+                if self.is_postgres:
+                    c.execute(sa.text("SET LOCAL lock_timeout = '200ms'"))
                 c.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {EVENTS_KIND_INDEX} ON dz_events (kind, dataset, seq)"))
-        except sa.exc.DBAPIError:  # another process made it at the same moment
-            pass
+        except sa.exc.DBAPIError as exc:  # busy (made by a later open), or made by another process just now
+            log.info("event-log index not made now (%s); a later open makes it", type(exc.orig).__name__)
 
     @property
     def is_postgres(self) -> bool:
